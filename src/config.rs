@@ -1,0 +1,308 @@
+//! Configuration: `tessera.toml`, overridden key by key by `TESSERA_*` environment variables, validated
+//! once into a [`Config`]. With no file at all every key has a working default (the embedded mode).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Where SSO sessions live.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionBackend {
+    /// In-process; the single-node default. Sessions end when the process does.
+    Memory,
+    /// Redis at `session.redis_url`; shared by every node, survives restarts.
+    Redis,
+}
+
+/// The validated configuration. Field docs say what each key is for; `tessera.example.toml` mirrors them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Socket address to listen on.
+    pub listen: SocketAddr,
+    /// Public base URL; SAML endpoints and the entity ID derive from it, and `https` makes cookies Secure.
+    pub base_url: String,
+    /// Our SAML entity ID. Defaults to `<base_url>/saml/metadata`.
+    pub entity_id: Option<String>,
+    /// Directory URL: `sqlite://path` or `postgres://...`.
+    pub database_url: String,
+    /// Folder of the signing key and certificate (generated at first start when absent).
+    pub certs_dir: PathBuf,
+    /// Folder whose `*.xml` files are registered as SPs at start.
+    pub metadata_dir: PathBuf,
+    /// Folder for state Tessera creates itself (the SQLite file, the NameID secret).
+    pub data_dir: PathBuf,
+    pub session: SessionConfig,
+    pub saml: SamlConfig,
+    /// Create the demo user (and print its password) when the directory has no users.
+    pub demo: bool,
+}
+
+/// Session settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    pub backend: SessionBackend,
+    pub redis_url: String,
+    /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
+    pub key_prefix: String,
+    /// A session unused this long ends.
+    pub idle_timeout_secs: u64,
+    /// A session ends this long after sign-in, however active.
+    pub absolute_lifetime_secs: u64,
+}
+
+/// Protocol settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamlConfig {
+    /// How far clocks may disagree (IssueInstant checks, NotBefore backdating).
+    pub clock_skew_secs: i64,
+    /// The oldest AuthnRequest accepted, measured from its IssueInstant.
+    pub max_request_age_secs: i64,
+    /// How long an issued assertion may be presented.
+    pub assertion_lifetime_secs: i64,
+    /// Largest inbound SAML message, after decompression.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            base_url: "http://127.0.0.1:8080".into(),
+            entity_id: None,
+            database_url: "sqlite://data/tessera.db".into(),
+            certs_dir: "certs".into(),
+            metadata_dir: "metadata".into(),
+            data_dir: "data".into(),
+            session: SessionConfig::default(),
+            saml: SamlConfig::default(),
+            demo: true,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            backend: SessionBackend::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "tessera:".into(),
+            idle_timeout_secs: 30 * 60,
+            absolute_lifetime_secs: 10 * 3600,
+        }
+    }
+}
+
+impl Default for SamlConfig {
+    fn default() -> Self {
+        SamlConfig {
+            clock_skew_secs: 120,
+            max_request_age_secs: 600,
+            assertion_lifetime_secs: 300,
+            max_message_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the file (when given) and applies environment overrides from the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, Error> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment passed in so tests control it. A variable is
+    /// `TESSERA_` followed by the key path in capitals joined by `__`: `TESSERA_LISTEN`,
+    /// `TESSERA_SESSION__BACKEND`, `TESSERA_SAML__CLOCK_SKEW_SECS`.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, Error> {
+        let mut table: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| Error::Read {
+                    path: p.into(),
+                    source,
+                })?;
+                text.parse().map_err(|e: toml::de::Error| Error::Parse {
+                    path: p.into(),
+                    message: e.to_string(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        for (var, value) in env {
+            let Some(key) = var.strip_prefix("TESSERA_") else {
+                continue;
+            };
+            let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            set_path(&mut table, &path, &value).map_err(|message| Error::Env {
+                var: var.clone(),
+                message,
+            })?;
+        }
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::Parse {
+                    path: path.unwrap_or(Path::new("<env>")).into(),
+                    message: e.to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A configuration for tests: everything in `dir`, memory sessions, no demo user.
+    pub fn for_test(dir: &Path) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: format!("sqlite://{}", dir.join("tessera.db").display()),
+            certs_dir: dir.join("certs"),
+            metadata_dir: dir.join("metadata"),
+            data_dir: dir.to_path_buf(),
+            demo: false,
+            ..Config::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let url = url::Url::parse(&self.base_url)
+            .map_err(|e| Error::Invalid(format!("base_url: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::Invalid("base_url must be http or https".into()));
+        }
+        if self.session.idle_timeout_secs == 0 || self.session.absolute_lifetime_secs == 0 {
+            return Err(Error::Invalid("session timeouts must be positive".into()));
+        }
+        if self.saml.clock_skew_secs < 0 || self.saml.assertion_lifetime_secs <= 0 {
+            return Err(Error::Invalid("saml times must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The base URL without a trailing slash.
+    pub fn base(&self) -> &str {
+        self.base_url.trim_end_matches('/')
+    }
+
+    pub fn entity_id(&self) -> String {
+        self.entity_id
+            .clone()
+            .unwrap_or_else(|| format!("{}/saml/metadata", self.base()))
+    }
+
+    pub fn sso_url(&self) -> String {
+        format!("{}/saml/sso", self.base())
+    }
+
+    pub fn slo_url(&self) -> String {
+        format!("{}/saml/slo", self.base())
+    }
+
+    /// Cookies get `Secure` when the public URL is https.
+    pub fn secure_cookies(&self) -> bool {
+        self.base_url.starts_with("https://")
+    }
+}
+
+/// Sets `path` in `table` to `value`, typed as an integer or boolean when it parses as one.
+fn set_path(table: &mut toml::Table, path: &[String], value: &str) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut current = table;
+    for key in parents {
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` is not a table"))?;
+    }
+    let typed = if let Ok(i) = value.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(b) = value.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(value.to_owned())
+    };
+    current.insert(last.clone(), typed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.session.backend, SessionBackend::Memory);
+        assert_eq!(c.entity_id(), "http://127.0.0.1:8080/saml/metadata");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "base_url = \"https://idp.example\"\n[session]\nbackend = \"memory\"\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(
+            Some(&file),
+            env(&[
+                ("TESSERA_SESSION__BACKEND", "redis"),
+                ("TESSERA_SAML__CLOCK_SKEW_SECS", "30"),
+                ("HOME", "/x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.session.backend, SessionBackend::Redis);
+        assert_eq!(c.saml.clock_skew_secs, 30);
+        assert!(c.secure_cookies());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load_with_env(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = Config::load_with_env(None, env(&[("TESSERA_BASE_URL", "ftp://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http or https"), "{err}");
+    }
+}

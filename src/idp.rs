@@ -1,0 +1,583 @@
+//! The identity provider itself: the state a running Tessera holds, and the single function that decides
+//! whether an assertion leaves ([`Idp::complete_sso`]). The web layer only translates HTTP to calls here.
+//!
+//! Architecture Invariant: every assertion is built inside `complete_sso`, after the user's account, the
+//! SP's state and the app assignment were checked against the directory *at that moment*, not at login.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, SessionBackend};
+use crate::directory::{self, Directory, NewUser, ServiceProvider, User, UserStatus};
+use crate::keyring::{self, KeyRing};
+use crate::saml::authn_request::{Comparison, RequestedAuthnContext};
+use crate::saml::encrypt::{encrypt_assertion, DataEncryption};
+use crate::saml::envelope::new_id;
+use crate::saml::metadata::{self, build_idp_metadata, parse_sp_metadata, IdpMetadata, SpMetadata};
+use crate::saml::response::{
+    build_error_response, build_response, class_ref, persistent_name_id, AssertionContent, Attribute,
+    ErrorResponse, NameId, NameIdFormat, SignatureTarget,
+};
+use crate::saml::status::{Status, StatusCode, SubStatusCode};
+use crate::session::{self, AuthnMethod, MemoryStore, RedisStore, Session, SessionId, SessionStore, SpSession};
+
+/// Why Tessera could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("directory: {0}")]
+    Directory(#[from] directory::Error),
+    #[error("session store: {0}")]
+    Session(#[from] session::Error),
+    #[error("keys: {0}")]
+    Keys(#[from] keyring::Error),
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("metadata: {0}")]
+    Metadata(String),
+}
+
+/// Why an SSO did not end with an assertion, in terms a page can explain. SAML-level refusals that the SP
+/// should hear about are not errors: they come back as [`SsoOutcome::Post`] carrying an error status.
+#[derive(Debug, thiserror::Error)]
+pub enum SsoError {
+    #[error("session store unavailable: {0}")]
+    StoreUnavailable(session::Error),
+    #[error("directory unavailable: {0}")]
+    DirectoryUnavailable(directory::Error),
+    #[error("unknown service provider {0:?}")]
+    UnknownSp(String),
+    #[error("service provider {0:?} is disabled")]
+    SpDisabled(String),
+    #[error("service provider {entity_id:?} has unusable metadata: {message}")]
+    BadSpMetadata { entity_id: String, message: String },
+    #[error("user {0:?} is not active")]
+    UserInactive(String),
+    #[error("app {sp:?} is not assigned to {user:?}")]
+    NotAssigned { user: String, sp: String },
+    #[error("could not build the response: {0}")]
+    Build(String),
+}
+
+impl From<session::Error> for SsoError {
+    fn from(e: session::Error) -> Self {
+        SsoError::StoreUnavailable(e)
+    }
+}
+
+impl From<directory::Error> for SsoError {
+    fn from(e: directory::Error) -> Self {
+        SsoError::DirectoryUnavailable(e)
+    }
+}
+
+/// An SP as Tessera uses it: its directory record and its parsed metadata.
+#[derive(Debug)]
+pub struct RegisteredSp {
+    pub record: ServiceProvider,
+    pub metadata: SpMetadata,
+}
+
+/// A sign-in request waiting for the person to authenticate, kept in the session store between the SSO
+/// endpoint and the login form. Everything in it was validated already; the ACS URL came from metadata.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingRequest {
+    pub sp_entity_id: String,
+    /// The AuthnRequest ID; None for IdP-initiated SSO (saml-profiles 4.1.5).
+    pub request_id: Option<String>,
+    pub acs_url: String,
+    pub relay_state: Option<String>,
+    /// NameIDPolicy Format asked for (saml-core 3.4.1.1).
+    pub name_id_format: Option<String>,
+    pub force_authn: bool,
+    pub is_passive: bool,
+    /// RequestedAuthnContext as (comparison, class refs) (saml-core 3.3.2.2.1).
+    pub requested_context: Option<(String, Vec<String>)>,
+}
+
+impl PendingRequest {
+    fn requested(&self) -> Option<RequestedAuthnContext> {
+        self.requested_context.as_ref().map(|(comparison, class_refs)| RequestedAuthnContext {
+            comparison: match comparison.as_str() {
+                "minimum" => Comparison::Minimum,
+                "maximum" => Comparison::Maximum,
+                "better" => Comparison::Better,
+                _ => Comparison::Exact,
+            },
+            class_refs: class_refs.clone(),
+        })
+    }
+}
+
+/// What to do after an SSO step.
+#[derive(Debug)]
+pub enum SsoOutcome {
+    /// POST this SAML response to the SP's ACS (success or an error status).
+    Post { acs_url: String, response_xml: String, relay_state: Option<String> },
+    /// The person must sign in first.
+    Login,
+}
+
+/// The running IdP.
+pub struct Idp {
+    pub config: Config,
+    pub directory: Directory,
+    pub sessions: Arc<dyn SessionStore>,
+    pub keys: KeyRing,
+    /// Keys the persistent NameIDs; losing it changes every persistent identifier.
+    nameid_secret: Vec<u8>,
+    /// Our signed metadata, built once at start.
+    pub metadata_xml: String,
+    /// Parsed SP metadata by entity ID, reused while the record's `updated_at` is unchanged.
+    sp_cache: RwLock<HashMap<String, Arc<RegisteredSp>>>,
+}
+
+/// What `Idp::start` prints for the person who started it.
+#[derive(Debug, Default)]
+pub struct StartReport {
+    pub generated_key: bool,
+    pub registered: Vec<String>,
+    pub demo_user: Option<(String, String)>,
+}
+
+/// How long a pending sign-in request waits for the login form.
+pub const PENDING_TTL: Duration = Duration::from_secs(15 * 60);
+
+fn random_hex(bytes: usize) -> Result<String, SsoError> {
+    let mut buf = vec![0u8; bytes];
+    openssl::rand::rand_bytes(&mut buf).map_err(|e| SsoError::Build(e.to_string()))?;
+    Ok(hex::encode(buf))
+}
+
+/// A fresh SAML ID (saml-core 1.3.4: unique, with at least 128 bits of randomness).
+pub fn fresh_id() -> Result<String, SsoError> {
+    let mut buf = [0u8; 20];
+    openssl::rand::rand_bytes(&mut buf).map_err(|e| SsoError::Build(e.to_string()))?;
+    Ok(new_id(buf))
+}
+
+fn read_or_create_secret(path: &Path) -> Result<Vec<u8>, StartError> {
+    let file_error = |e: std::io::Error| StartError::File { path: path.display().to_string(), message: e.to_string() };
+    if path.exists() {
+        let hexed = std::fs::read_to_string(path).map_err(file_error)?;
+        return hex::decode(hexed.trim()).map_err(|e| StartError::File {
+            path: path.display().to_string(),
+            message: format!("not hex: {e}"),
+        });
+    }
+    let mut secret = [0u8; 32];
+    openssl::rand::rand_bytes(&mut secret)
+        .map_err(|e| StartError::File { path: path.display().to_string(), message: e.to_string() })?;
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).map_err(file_error)?;
+    file.write_all(hex::encode(secret).as_bytes()).map_err(file_error)?;
+    Ok(secret.to_vec())
+}
+
+impl Idp {
+    /// Connects the directory and the session store, loads (or creates) keys, registers every
+    /// `metadata/*.xml` and, in demo mode, creates the demo user.
+    pub async fn start(config: Config) -> Result<(Idp, StartReport), StartError> {
+        let now = Utc::now();
+        let mut report = StartReport::default();
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::File {
+            path: config.data_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let directory = Directory::connect(&config.database_url).await?;
+        let sessions: Arc<dyn SessionStore> = match config.session.backend {
+            SessionBackend::Memory => Arc::new(MemoryStore::new()),
+            SessionBackend::Redis => {
+                Arc::new(RedisStore::connect(&config.session.redis_url, &config.session.key_prefix).await?)
+            }
+        };
+        let (keys, generated) = KeyRing::load_or_generate(&config.certs_dir, &config.entity_id(), now)?;
+        report.generated_key = generated;
+        let nameid_secret = read_or_create_secret(&config.data_dir.join("nameid.secret"))?;
+        report.registered = register_metadata_dir(&directory, &config.metadata_dir, now).await?;
+        if config.demo && directory.list_users().await?.is_empty() {
+            report.demo_user = Some(create_demo_user(&directory).await?);
+        }
+        let metadata_xml = idp_metadata(&config, &keys)?;
+        let idp = Idp { config, directory, sessions, keys, nameid_secret, metadata_xml, sp_cache: RwLock::default() };
+        Ok((idp, report))
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.session.idle_timeout_secs)
+    }
+
+    pub fn absolute_lifetime(&self) -> Duration {
+        Duration::from_secs(self.config.session.absolute_lifetime_secs)
+    }
+
+    /// The SP with this entity ID, its metadata parsed (and cached until its record changes).
+    pub async fn sp(&self, entity_id: &str) -> Result<Arc<RegisteredSp>, SsoError> {
+        let record = self.directory.get_sp(entity_id).await?.ok_or_else(|| SsoError::UnknownSp(entity_id.to_owned()))?;
+        if let Ok(cache) = self.sp_cache.read() {
+            if let Some(hit) = cache.get(entity_id) {
+                if hit.record == record {
+                    return Ok(hit.clone());
+                }
+            }
+        }
+        let entities = parse_sp_metadata(record.metadata_xml.as_bytes(), Utc::now())
+            .map_err(|e| SsoError::BadSpMetadata { entity_id: entity_id.to_owned(), message: e.to_string() })?;
+        let metadata = entities.into_iter().find(|m| m.entity_id == entity_id).ok_or_else(|| {
+            SsoError::BadSpMetadata { entity_id: entity_id.to_owned(), message: "entity not in its metadata".into() }
+        })?;
+        let sp = Arc::new(RegisteredSp { record, metadata });
+        if let Ok(mut cache) = self.sp_cache.write() {
+            cache.insert(entity_id.to_owned(), sp.clone());
+        }
+        Ok(sp)
+    }
+
+    /// Keeps a pending request until the person has signed in; returns the handle for the login form.
+    pub async fn stash_pending(&self, pending: &PendingRequest) -> Result<String, SsoError> {
+        let handle = random_hex(16)?;
+        let value = serde_json::to_string(pending).map_err(|e| SsoError::Build(e.to_string()))?;
+        self.sessions.put_temp("pending", &handle, &value, PENDING_TTL).await?;
+        Ok(handle)
+    }
+
+    /// Reads a pending request without consuming it (the login form may be shown several times).
+    pub async fn pending(&self, handle: &str) -> Result<Option<PendingRequest>, SsoError> {
+        if handle.is_empty() || handle.len() > 64 || !handle.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        Ok(self.sessions.get_temp("pending", handle).await?.and_then(|v| serde_json::from_str(&v).ok()))
+    }
+
+    /// Consumes a pending request once it has been answered.
+    pub async fn forget_pending(&self, handle: &str) -> Result<(), SsoError> {
+        self.sessions.delete_temp("pending", handle).await?;
+        Ok(())
+    }
+
+    /// Finishes an SSO for `pending` with the session the browser presented (if any). This is the only
+    /// place an assertion is built.
+    pub async fn complete_sso(
+        &self,
+        pending: &PendingRequest,
+        session: Option<(&SessionId, &Session)>,
+    ) -> Result<SsoOutcome, SsoError> {
+        let sp = self.sp(&pending.sp_entity_id).await?;
+        if !sp.record.settings.enabled {
+            return Err(SsoError::SpDisabled(sp.record.entity_id.clone()));
+        }
+        let (id, session) = match session {
+            Some(s) if !pending.force_authn => s,
+            // saml-core 3.4.1: IsPassive forbids any visible interaction; NoPassive says we could not.
+            _ if pending.is_passive => {
+                return self.error_outcome(pending, Status::error(StatusCode::Responder, SubStatusCode::NoPassive));
+            }
+            _ => return Ok(SsoOutcome::Login),
+        };
+        // Checked at every SSO, not only at login: a disabled user's live cookie gets nothing.
+        let user = self.directory.get_user(session.user_id).await?;
+        let user = match user {
+            Some(u) if u.status == UserStatus::Active => u,
+            _ => {
+                self.sessions.delete_user_sessions(session.user_id).await?;
+                return Err(SsoError::UserInactive(session.username.clone()));
+            }
+        };
+        if !self.directory.is_assigned(&user.username, &sp.record.entity_id).await? {
+            return Err(SsoError::NotAssigned { user: user.username.clone(), sp: sp.record.entity_id.clone() });
+        }
+        let class_ref = achieved_class_ref(&session.authn_methods, self.config.secure_cookies());
+        if let Some(requested) = pending.requested() {
+            if !context_satisfied(&requested, class_ref) {
+                // saml-core 3.3.2.2.1: the requested context cannot be met.
+                return self
+                    .error_outcome(pending, Status::error(StatusCode::Responder, SubStatusCode::NoAuthnContext));
+            }
+        }
+        let name_id = match self.name_id(&user, &sp, pending.name_id_format.as_deref())? {
+            Some(n) => n,
+            // saml-core 3.4.1.1: a Format we cannot produce for this user and SP.
+            None => {
+                return self.error_outcome(
+                    pending,
+                    Status::error(StatusCode::Requester, SubStatusCode::InvalidNameIdPolicy),
+                )
+            }
+        };
+        let now = Utc::now();
+        let session_index = match session.sp_sessions.iter().find(|s| s.sp_entity_id == sp.record.entity_id) {
+            Some(existing) => existing.session_index.clone(),
+            None => format!("_{}", random_hex(16)?),
+        };
+        let absolute_end = DateTime::<Utc>::from_timestamp(session.created_at, 0)
+            .map(|t| t + chrono::Duration::seconds(self.config.session.absolute_lifetime_secs as i64));
+        let content = AssertionContent {
+            issuer: self.config.entity_id(),
+            response_id: fresh_id()?,
+            assertion_id: fresh_id()?,
+            issue_instant: now,
+            acs_url: pending.acs_url.clone(),
+            in_response_to: pending.request_id.clone(),
+            audience: sp.record.entity_id.clone(),
+            name_id: name_id.clone(),
+            lifetime: chrono::Duration::seconds(self.config.saml.assertion_lifetime_secs),
+            clock_skew: chrono::Duration::seconds(self.config.saml.clock_skew_secs.min(300)),
+            authn_instant: DateTime::<Utc>::from_timestamp(session.authn_instant, 0).unwrap_or(now),
+            session_index: session_index.clone(),
+            session_not_on_or_after: absolute_end,
+            authn_context_class_ref: class_ref.to_owned(),
+            attributes: released_attributes(&user, &sp.record),
+        };
+        let settings = &sp.record.settings;
+        // saml-profiles 4.1.3.5 / saml-metadata 2.4.4: WantAssertionsSigned forces the assertion signature.
+        let target = SignatureTarget::from_flags(
+            settings.sign_assertion || sp.metadata.want_assertions_signed,
+            settings.sign_response,
+        );
+        let encryptor = |assertion: &crate::saml::xml::Element| {
+            let cert = sp.metadata.encryption_certs.first().ok_or_else(|| {
+                crate::saml::response::Error::Encrypt("no encryption certificate in the SP metadata".into())
+            })?;
+            let method = DataEncryption::preferred_from(&sp.metadata.encryption_methods).unwrap_or(DataEncryption::Aes256Gcm);
+            encrypt_assertion(assertion, cert, method).map_err(|e| crate::saml::response::Error::Encrypt(e.to_string()))
+        };
+        let encrypt: Option<crate::saml::response::Encryptor<'_>> =
+            if settings.encrypt_assertion { Some(&encryptor) } else { None };
+        let response_xml =
+            build_response(&content, &self.keys.current, target, encrypt).map_err(|e| SsoError::Build(e.to_string()))?;
+        // Single logout needs to know which SPs were reached, under which SessionIndex and NameID.
+        self.sessions
+            .add_sp_session(
+                id,
+                &SpSession {
+                    sp_entity_id: sp.record.entity_id.clone(),
+                    session_index,
+                    name_id: name_id.value,
+                    name_id_format: name_id.format.uri().to_owned(),
+                },
+            )
+            .await?;
+        tracing::info!(user = %user.username, sp = %sp.record.entity_id, "assertion issued");
+        Ok(SsoOutcome::Post { acs_url: pending.acs_url.clone(), response_xml, relay_state: pending.relay_state.clone() })
+    }
+
+    /// A signed SAML error response to the SP's (metadata) ACS URL.
+    pub fn error_outcome(&self, pending: &PendingRequest, status: Status) -> Result<SsoOutcome, SsoError> {
+        let response_xml = build_error_response(
+            &ErrorResponse {
+                issuer: self.config.entity_id(),
+                response_id: fresh_id()?,
+                issue_instant: Utc::now(),
+                acs_url: pending.acs_url.clone(),
+                in_response_to: pending.request_id.clone(),
+                status,
+            },
+            &self.keys.current,
+        )
+        .map_err(|e| SsoError::Build(e.to_string()))?;
+        Ok(SsoOutcome::Post { acs_url: pending.acs_url.clone(), response_xml, relay_state: pending.relay_state.clone() })
+    }
+
+    /// The NameID for this user at this SP, in the requested format when one was asked for, else in the
+    /// SP's configured format. None when that format cannot be produced.
+    fn name_id(&self, user: &User, sp: &RegisteredSp, requested: Option<&str>) -> Result<Option<NameId>, SsoError> {
+        let configured = sp.record.settings.nameid_format.as_str();
+        let format_uri = match requested {
+            Some(r) if r != NameIdFormat::Unspecified.uri() => r,
+            _ => configured,
+        };
+        let Some(format) = NameIdFormat::from_uri(format_uri) else { return Ok(None) };
+        let value = match format {
+            NameIdFormat::Persistent => persistent_name_id(&self.nameid_secret, &user.id.to_string(), &sp.record.entity_id)
+                .map_err(|e| SsoError::Build(e.to_string()))?,
+            NameIdFormat::Transient => format!("_{}", random_hex(16)?),
+            NameIdFormat::EmailAddress => match &user.email {
+                Some(e) if !e.is_empty() => e.clone(),
+                _ => return Ok(None),
+            },
+            NameIdFormat::Unspecified => {
+                match user.attribute_values(&sp.record.settings.nameid_attribute).into_iter().next() {
+                    Some(v) => v,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let sp_name_qualifier = matches!(format, NameIdFormat::Persistent | NameIdFormat::Transient)
+            .then(|| sp.record.entity_id.clone());
+        Ok(Some(NameId { value, format, sp_name_qualifier }))
+    }
+
+    /// Creates a session after a successful sign-in and returns its id for the cookie.
+    pub async fn open_session(
+        &self,
+        user: &User,
+        methods: Vec<AuthnMethod>,
+        client_ip: std::net::IpAddr,
+        user_agent: &str,
+    ) -> Result<SessionId, SsoError> {
+        let session = Session::new(user.id, user.username.clone(), methods, client_ip, user_agent, Utc::now().timestamp());
+        Ok(self.sessions.create(&session, self.idle_timeout(), self.absolute_lifetime()).await?)
+    }
+}
+
+/// The AuthnContext class the session's methods achieved (saml-authn-context 3.4).
+pub fn achieved_class_ref(methods: &[AuthnMethod], protected_transport: bool) -> &'static str {
+    if methods.iter().any(|m| *m != AuthnMethod::Password) && methods.contains(&AuthnMethod::Password) {
+        class_ref::REFEDS_MFA
+    } else if protected_transport {
+        class_ref::PASSWORD_PROTECTED_TRANSPORT
+    } else {
+        class_ref::PASSWORD
+    }
+}
+
+/// Strength order of the classes Tessera can achieve; unknown classes rank above everything, so they can
+/// only be satisfied by `exact` with the same URI (never, in practice).
+fn strength(class: &str) -> u8 {
+    match class {
+        class_ref::UNSPECIFIED => 0,
+        class_ref::PASSWORD => 1,
+        class_ref::PASSWORD_PROTECTED_TRANSPORT => 2,
+        class_ref::TIME_SYNC_TOKEN | class_ref::REFEDS_MFA => 3,
+        _ => u8::MAX,
+    }
+}
+
+/// saml-core 3.3.2.2.1: whether `achieved` satisfies the requested classes under the comparison.
+pub fn context_satisfied(requested: &RequestedAuthnContext, achieved: &str) -> bool {
+    let mine = strength(achieved);
+    requested.class_refs.iter().any(|wanted| {
+        let theirs = strength(wanted);
+        match requested.comparison {
+            Comparison::Exact => wanted == achieved,
+            Comparison::Minimum => theirs != u8::MAX && mine >= theirs,
+            Comparison::Better => theirs != u8::MAX && mine > theirs,
+            Comparison::Maximum => mine <= theirs,
+        }
+    })
+}
+
+/// The attributes an SP receives, per its release mapping.
+fn released_attributes(user: &User, sp: &ServiceProvider) -> Vec<Attribute> {
+    sp.settings
+        .attribute_release
+        .iter()
+        .filter_map(|rule| {
+            let values = user.attribute_values(&rule.user_attribute);
+            (!values.is_empty()).then(|| Attribute {
+                name: rule.saml_name.clone(),
+                name_format: Some(rule.name_format.clone()),
+                friendly_name: rule.friendly_name.clone(),
+                values,
+            })
+        })
+        .collect()
+}
+
+fn idp_metadata(config: &Config, keys: &KeyRing) -> Result<String, StartError> {
+    let id = fresh_id().map_err(|e| StartError::Metadata(e.to_string()))?;
+    build_idp_metadata(
+        &IdpMetadata {
+            entity_id: config.entity_id(),
+            sso_url: config.sso_url(),
+            slo_url: None,
+            signing_certs: keys.published_certificates()?,
+            name_id_formats: [NameIdFormat::Persistent, NameIdFormat::Transient, NameIdFormat::EmailAddress, NameIdFormat::Unspecified]
+                .iter()
+                .map(|f| f.uri().to_owned())
+                .collect(),
+            want_authn_requests_signed: false,
+            valid_until: None,
+        },
+        &id,
+        Some(&keys.current),
+    )
+    .map_err(|e| StartError::Metadata(e.to_string()))
+}
+
+/// Registers (or refreshes) every `*.xml` in `dir` as SP metadata. A file that does not parse stops the
+/// start with its name and the problem, rather than leaving an SP silently missing.
+pub async fn register_metadata_dir(directory: &Directory, dir: &Path, now: DateTime<Utc>) -> Result<Vec<String>, StartError> {
+    let mut registered = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(registered) };
+    let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "xml")).collect();
+    files.sort();
+    for path in files {
+        let xml = std::fs::read_to_string(&path)
+            .map_err(|e| StartError::File { path: path.display().to_string(), message: e.to_string() })?;
+        let entities = parse_sp_metadata(xml.as_bytes(), now)
+            .map_err(|e: metadata::MetadataError| StartError::File { path: path.display().to_string(), message: e.to_string() })?;
+        for entity in entities {
+            directory.upsert_sp_metadata(&entity.entity_id, &xml).await?;
+            registered.push(entity.entity_id);
+        }
+    }
+    Ok(registered)
+}
+
+/// The embedded-mode demo user, with a random password printed once, assigned to every registered SP.
+async fn create_demo_user(directory: &Directory) -> Result<(String, String), StartError> {
+    let mut raw = [0u8; 12];
+    openssl::rand::rand_bytes(&mut raw).map_err(|e| StartError::Metadata(e.to_string()))?;
+    let password = format!("demo-{}", hex::encode(raw));
+    directory
+        .create_user(NewUser {
+            username: "demo".into(),
+            password: password.clone(),
+            email: Some("demo@example.org".into()),
+            display_name: Some("Demo User".into()),
+            department: Some("Sales".into()),
+            ..NewUser::default()
+        })
+        .await?;
+    for sp in directory.list_sps().await? {
+        directory.assign_app("demo", &sp.entity_id).await?;
+    }
+    Ok(("demo".into(), password))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(comparison: Comparison, refs: &[&str]) -> RequestedAuthnContext {
+        RequestedAuthnContext { comparison, class_refs: refs.iter().map(|s| s.to_string()).collect() }
+    }
+
+    #[test]
+    fn requested_context_comparisons() {
+        let ppt = class_ref::PASSWORD_PROTECTED_TRANSPORT;
+        let mfa = class_ref::REFEDS_MFA;
+        let cases = [
+            (req(Comparison::Exact, &[ppt]), ppt, true),
+            (req(Comparison::Exact, &[mfa]), ppt, false),
+            (req(Comparison::Minimum, &[ppt]), mfa, true),
+            (req(Comparison::Minimum, &[mfa]), ppt, false),
+            (req(Comparison::Better, &[ppt]), ppt, false),
+            (req(Comparison::Better, &[ppt]), mfa, true),
+            (req(Comparison::Maximum, &[ppt]), class_ref::PASSWORD, true),
+            (req(Comparison::Maximum, &[ppt]), mfa, false),
+            (req(Comparison::Minimum, &["urn:example:unknown"]), mfa, false),
+        ];
+        for (requested, achieved, expected) in cases {
+            assert_eq!(context_satisfied(&requested, achieved), expected, "{requested:?} vs {achieved}");
+        }
+    }
+
+    #[test]
+    fn class_ref_reflects_factors() {
+        assert_eq!(achieved_class_ref(&[AuthnMethod::Password], true), class_ref::PASSWORD_PROTECTED_TRANSPORT);
+        assert_eq!(achieved_class_ref(&[AuthnMethod::Password], false), class_ref::PASSWORD);
+        assert_eq!(achieved_class_ref(&[AuthnMethod::Password, AuthnMethod::Totp], true), class_ref::REFEDS_MFA);
+    }
+}

@@ -1,0 +1,18 @@
+//! # Tessera, a SAML 2.0 identity provider
+//!
+//! `saml` is the protocol engine: parsing what SPs send, building and signing what Tessera sends. It does
+//! no IO and never reads the clock; time and randomness are passed in.
+//!
+//! `session` keeps SSO sessions behind the `SessionStore` trait (Redis for production, memory for a single
+//! node). `directory` is the SQL store of users, groups, roles and service providers.
+//!
+//! `config` turns tessera.toml plus environment overrides into a validated `Config`. `web` is the axum
+//! application: routes, handlers, pages, and the mapping of every error to a status and a page.
+
+pub mod config;
+pub mod directory;
+pub mod idp;
+pub mod keyring;
+pub mod saml;
+pub mod session;
+pub mod web;

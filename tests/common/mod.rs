@@ -1,0 +1,5 @@
+//! Shared test fixtures. Each integration test binary uses only some of them, hence the allow.
+#![allow(dead_code)]
+
+pub mod postgres;
+pub mod redis;
