@@ -20,3 +20,13 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# The PostgreSQL tests use DATABASE_URL, or postgres://postgres@127.0.0.1:5432/postgres. Start the local
+# cluster when it is installed but stopped.
+if [ -z "${DATABASE_URL:-}" ] && command -v pg_isready >/dev/null 2>&1; then
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    for version in $(ls /etc/postgresql 2>/dev/null); do
+      pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    done
+  fi
+fi

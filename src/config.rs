@@ -292,6 +292,14 @@ mod tests {
     }
 
     #[test]
+    fn the_annotated_example_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tessera.example.toml");
+        let example = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        let defaults = Config::default();
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.toml");

@@ -402,6 +402,23 @@ async fn conformance_bad_durations_are_rejected(store: Arc<dyn SessionStore>) {
     assert!(store.list_user_sessions(7).await.unwrap().is_empty());
 }
 
+async fn conformance_temp_values_expire_and_delete(store: Arc<dyn SessionStore>) {
+    let ttl = Duration::from_millis(600);
+    let start = Instant::now();
+    store.put_temp("pending", "h1", "{\"a\":1}", ttl).await.unwrap();
+    store.put_temp("pending", "h2", "two", MINUTE).await.unwrap();
+    assert_eq!(store.get_temp("pending", "h1").await.unwrap().as_deref(), Some("{\"a\":1}"));
+    assert_eq!(store.get_temp("other", "h1").await.unwrap(), None);
+    store.delete_temp("pending", "h2").await.unwrap();
+    assert_eq!(store.get_temp("pending", "h2").await.unwrap(), None);
+    sleep_until(start, 900).await;
+    assert_eq!(store.get_temp("pending", "h1").await.unwrap(), None);
+    assert!(matches!(
+        store.put_temp("Bad NS", "k", "v", MINUTE).await,
+        Err(Error::InvalidNamespace(_))
+    ));
+}
+
 fn memory() -> Arc<dyn SessionStore> {
     Arc::new(MemoryStore::new())
 }
@@ -453,6 +470,7 @@ conformance!(
     conformance_counter_counts_and_resets,
     conformance_counter_concurrent_increments_all_count,
     conformance_bad_durations_are_rejected,
+    conformance_temp_values_expire_and_delete,
 );
 
 // ---------------------------------------------------------------------------------------------
