@@ -13,6 +13,8 @@ pub mod config;
 pub mod directory;
 pub mod idp;
 pub mod keyring;
+pub mod mfa;
+pub mod policy;
 pub mod saml;
 pub mod session;
 pub mod web;

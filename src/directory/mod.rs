@@ -8,6 +8,7 @@
 //! Getters (`get_user`, `get_sp`, ...) return `Ok(None)` for a missing entry; operations on a named entry
 //! that does not exist return [`Error::NotFound`].
 
+mod mfa_store;
 mod password;
 mod service_providers;
 mod users;
@@ -19,6 +20,9 @@ use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::error::ErrorKind;
 use sqlx::{AnyPool, Executor};
 
+pub use mfa_store::{
+    FactorReset, Factors, MfaAction, MfaActor, MfaEvent, TotpFactor, WebauthnCredential,
+};
 pub use password::{weak_password_reason, PasswordHasher, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 pub use service_providers::{
     AttributeRelease, MetadataUpsert, NewServiceProvider, ServiceProvider, SpSettings,
@@ -94,6 +98,9 @@ pub enum Error {
     /// A service provider with this entityID already exists.
     #[error("service provider {0:?} already exists")]
     DuplicateEntityId(String),
+    /// A WebAuthn authenticator with this name (or this credential) is already registered.
+    #[error("authenticator {0:?} is already registered")]
+    DuplicateCredential(String),
     /// The named entry does not exist.
     #[error("{kind} {name:?} not found")]
     NotFound {

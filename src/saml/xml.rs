@@ -157,11 +157,10 @@ pub fn parse(input: &[u8], limits: &Limits) -> Result<Element, Error> {
             Event::Decl(_) => return Err(Error::Malformed("misplaced XML declaration".into())),
             Event::DocType(_) => return Err(Error::Dtd),
             Event::PI(_) => return Err(Error::ProcessingInstruction),
-            Event::Start(start) | Event::Empty(start) if root.is_some() => {
-                let _ = start;
-                return Err(Error::ContentAfterRoot);
+            Event::Start(_) | Event::Empty(_) if root.is_some() => {
+                return Err(Error::ContentAfterRoot)
             }
-            Event::Start(start) => {
+            Event::Start(ref start) | Event::Empty(ref start) => {
                 elements += 1;
                 if elements > limits.max_elements {
                     return Err(Error::TooManyElements(limits.max_elements));
@@ -169,20 +168,13 @@ pub fn parse(input: &[u8], limits: &Limits) -> Result<Element, Error> {
                 if stack.len() >= limits.max_depth {
                     return Err(Error::TooDeep(limits.max_depth));
                 }
-                let element = open_element(&start, &mut scopes)?;
-                stack.push(element);
-            }
-            Event::Empty(start) => {
-                elements += 1;
-                if elements > limits.max_elements {
-                    return Err(Error::TooManyElements(limits.max_elements));
+                let element = open_element(start, &mut scopes)?;
+                if matches!(event, Event::Start(_)) {
+                    stack.push(element);
+                } else {
+                    scopes.pop();
+                    attach(element, &mut stack, &mut root);
                 }
-                if stack.len() >= limits.max_depth {
-                    return Err(Error::TooDeep(limits.max_depth));
-                }
-                let element = open_element(&start, &mut scopes)?;
-                scopes.pop();
-                attach(element, &mut stack, &mut root);
             }
             Event::End(_) => {
                 scopes.pop();

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use askama::Template;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::header::{self, HeaderMap};
 use axum::http::StatusCode;
@@ -47,6 +48,16 @@ pub struct LoginForm {
 pub struct LogoutForm {
     #[serde(default)]
     csrf_token: String,
+}
+
+/// A form body that is not a form: Tessera's page, not axum's plain text.
+fn malformed_form(e: FormRejection) -> WebError {
+    WebError::BadRequest { message: "The form could not be read.", detail: e.body_text() }
+}
+
+/// A query string that cannot be read.
+pub fn malformed_query(e: QueryRejection) -> WebError {
+    WebError::BadRequest { message: "The address could not be read.", detail: e.body_text() }
 }
 
 /// The CSRF token of this browser: the cookie's value, or a new one to set.
@@ -106,8 +117,9 @@ async fn sp_display_name(idp: &Idp, pending: Option<&PendingRequest>) -> Option<
 pub async fn login_form(
     State(idp): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<LoginQuery>,
+    query: Result<Query<LoginQuery>, QueryRejection>,
 ) -> Result<Response, WebError> {
+    let Query(query) = query.map_err(malformed_query)?;
     let session = current_session(&idp, &headers).await?;
     let pending = idp.pending(&query.request).await?;
     if let Some(pending) = &pending {
@@ -131,8 +143,9 @@ pub async fn login_submit(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, WebError> {
+    let Form(form) = form.map_err(malformed_form)?;
     check_csrf(&headers, &form.csrf_token)?;
     let pending = idp.pending(&form.request).await?;
     let request = if pending.is_some() { form.request.as_str() } else { "" };
@@ -187,8 +200,9 @@ pub async fn login_submit(
 pub async fn logout(
     State(idp): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<LogoutForm>,
+    form: Result<Form<LogoutForm>, FormRejection>,
 ) -> Result<Response, WebError> {
+    let Form(form) = form.map_err(malformed_form)?;
     check_csrf(&headers, &form.csrf_token)?;
     if let Some((id, _)) = current_session(&idp, &headers).await? {
         idp.sessions.delete(&id).await.map_err(|e| WebError::Sso(e.into()))?;

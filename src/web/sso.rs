@@ -2,19 +2,24 @@
 //! our metadata.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Query, RawQuery, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
+use openssl::pkey::{PKey, Public};
 use serde::Deserialize;
 
 use super::{current_session, AppState, WebError};
-use crate::idp::{Idp, PendingRequest, SsoOutcome};
-use crate::saml::authn_request::{parse_authn_request, VerifiedAuthnRequest};
+use crate::idp::{Idp, PendingRequest, RegisteredSp, SsoOutcome};
+use crate::saml::authn_request::{
+    parse_authn_request, UnverifiedAuthnRequest, VerifiedAuthnRequest,
+};
 use crate::saml::binding::post::{auto_submit_script_csp_source, decode_post, post_form_html};
 use crate::saml::binding::redirect::decode_redirect;
 use crate::saml::binding::{Limits, MessageKind};
@@ -34,10 +39,6 @@ pub async fn metadata(State(idp): State<AppState>) -> Response {
 
 fn binding_limits(idp: &Idp) -> Limits {
     Limits { max_inflated: idp.config.saml.max_message_bytes, max_encoded: idp.config.saml.max_message_bytes }
-}
-
-fn request_context(idp: &Idp) -> (Vec<String>, chrono::DateTime<Utc>) {
-    (vec![idp.config.sso_url()], Utc::now())
 }
 
 fn bad(message: &'static str) -> impl Fn(String) -> WebError {
@@ -73,18 +74,16 @@ pub async fn sso_redirect(
 ) -> Result<Response, WebError> {
     // saml-bindings 3.4.4.1: the signature covers the octets as received, so decode the raw query.
     let query = query.unwrap_or_default();
-    let message =
-        decode_redirect(query.as_bytes(), &binding_limits(&idp)).map_err(|e| bad("The sign-in request could not be decoded.")(e.to_string()))?;
-    if message.kind != MessageKind::Request {
-        return Err(bad("Tessera expected a sign-in request.")("SAMLResponse sent to the SSO endpoint".into()));
-    }
-    let (destinations, now) = request_context(&idp);
-    let ctx = context(&idp, &destinations, now);
-    let unverified = parse_authn_request(&message.xml, &ctx).map_err(|e| request_error(&e))?;
-    let sp = idp.sp(unverified.issuer()).await?;
-    let keys = public_keys_from_certs(&sp.metadata.signing_certs);
+    let message = decode_redirect(query.as_bytes(), &binding_limits(&idp))
+        .map_err(|e| bad("The sign-in request could not be decoded.")(e.to_string()))?;
+    let (unverified, sp, keys) = read_request(&idp, message.kind, &message.xml).await?;
     let verified = unverified
-        .verify_redirect(message.signature.as_ref(), &keys, sp.record.settings.allow_sha1, sp.metadata.authn_requests_signed)
+        .verify_redirect(
+            message.signature.as_ref(),
+            &keys,
+            sp.record.settings.allow_sha1,
+            sp.metadata.authn_requests_signed,
+        )
         .map_err(signature_error)?;
     handle_request(&idp, peer, &headers, verified, message.relay_state).await
 }
@@ -96,19 +95,34 @@ pub async fn sso_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebError> {
-    let message =
-        decode_post(&body, &binding_limits(&idp)).map_err(|e| bad("The sign-in request could not be decoded.")(e.to_string()))?;
-    if message.kind != MessageKind::Request {
-        return Err(bad("Tessera expected a sign-in request.")("SAMLResponse sent to the SSO endpoint".into()));
+    let message = decode_post(&body, &binding_limits(&idp))
+        .map_err(|e| bad("The sign-in request could not be decoded.")(e.to_string()))?;
+    let (unverified, sp, keys) = read_request(&idp, message.kind, &message.xml).await?;
+    let policy = VerifyPolicy { allow_sha1: sp.record.settings.allow_sha1 };
+    let verified = unverified
+        .verify_post(&keys, &policy, sp.metadata.authn_requests_signed)
+        .map_err(signature_error)?;
+    handle_request(&idp, peer, &headers, verified, message.relay_state).await
+}
+
+/// Parses a decoded AuthnRequest and finds its SP and the SP's registered signing keys, which are the
+/// only keys its signature may be checked with.
+async fn read_request(
+    idp: &Idp,
+    kind: MessageKind,
+    xml: &[u8],
+) -> Result<(UnverifiedAuthnRequest, Arc<RegisteredSp>, Vec<PKey<Public>>), WebError> {
+    if kind != MessageKind::Request {
+        return Err(bad("Tessera expected a sign-in request.")(
+            "SAMLResponse sent to the SSO endpoint".into(),
+        ));
     }
-    let (destinations, now) = request_context(&idp);
-    let ctx = context(&idp, &destinations, now);
-    let unverified = parse_authn_request(&message.xml, &ctx).map_err(|e| request_error(&e))?;
+    let destinations = [idp.config.sso_url()];
+    let ctx = context(idp, &destinations, Utc::now());
+    let unverified = parse_authn_request(xml, &ctx).map_err(|e| request_error(&e))?;
     let sp = idp.sp(unverified.issuer()).await?;
     let keys = public_keys_from_certs(&sp.metadata.signing_certs);
-    let policy = VerifyPolicy { allow_sha1: sp.record.settings.allow_sha1 };
-    let verified = unverified.verify_post(&keys, &policy, sp.metadata.authn_requests_signed).map_err(signature_error)?;
-    handle_request(&idp, peer, &headers, verified, message.relay_state).await
+    Ok((unverified, sp, keys))
 }
 
 fn context<'a>(idp: &Idp, destinations: &'a [String], now: chrono::DateTime<Utc>) -> RequestContext<'a> {
@@ -218,6 +232,7 @@ async fn to_login(idp: &Idp, pending: &PendingRequest) -> Result<Response, WebEr
 /// Query of `GET /saml/init`.
 #[derive(Debug, Deserialize)]
 pub struct InitQuery {
+    #[serde(default)]
     sp: String,
     #[serde(rename = "RelayState")]
     relay_state: Option<String>,
@@ -228,8 +243,9 @@ pub struct InitQuery {
 pub async fn idp_initiated(
     State(idp): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<InitQuery>,
+    query: Result<Query<InitQuery>, QueryRejection>,
 ) -> Result<Response, WebError> {
+    let Query(query) = query.map_err(super::login::malformed_query)?;
     let sp = idp.sp(&query.sp).await?;
     let acs = sp
         .metadata

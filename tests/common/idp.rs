@@ -36,7 +36,12 @@ pub enum Store {
     /// In-process store; sessions die with the `Idp`.
     Memory,
     /// Redis at `url`, every key under `prefix` so parallel tests never meet.
-    Redis { url: String, prefix: String },
+    Redis {
+        /// `redis://host:port/`.
+        url: String,
+        /// Key prefix; a restart test reuses it to find the sessions again.
+        prefix: String,
+    },
 }
 
 impl Store {
@@ -270,11 +275,9 @@ impl TestSp {
             .idp_metadata(idp_metadata)
             .allow_idp_initiated(options.allow_idp_initiated);
         if let Some(key) = &key {
-            builder
-                .key(key.private_key().clone())
-                .certificate(samael::crypto::CertificateDer::from(
-                    key.certificate().to_der().unwrap(),
-                ));
+            builder.key(key.private_key().clone()).certificate(
+                samael::crypto::CertificateDer::from(key.certificate().to_der().unwrap()),
+            );
         }
         let sp = builder.build().unwrap();
         let mut metadata = sp.metadata().unwrap();
@@ -341,8 +344,11 @@ impl TestSp {
 /// One HTTP answer, body read.
 #[derive(Debug)]
 pub struct Page {
+    /// The HTTP status, asserted on every hop.
     pub status: StatusCode,
+    /// Headers, for Location, Set-Cookie and Cache-Control checks.
     pub headers: HeaderMap,
+    /// The body as text (pages and forms are HTML).
     pub body: String,
 }
 
@@ -452,6 +458,16 @@ impl Browser {
             headers,
             body,
         }
+    }
+
+    /// The underlying client, for requests the helpers do not cover.
+    pub fn raw(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Reads a response made with [`Browser::raw`].
+    pub async fn page_of(response: reqwest::Response) -> Page {
+        Self::page(response).await
     }
 
     pub async fn get(&self, url: &str) -> Page {

@@ -4,7 +4,7 @@
 //! must operate on the very tree the rest of Tessera reads: verifying one parse and using another is how
 //! signature-wrapping attacks work.
 
-use crate::saml::xml::{Element, Node, NsDecl, XML_NS};
+use crate::saml::xml::{escape_text, Element, Node, NsDecl, XML_NS};
 
 /// What to canonicalize besides the element itself.
 #[derive(Debug, Default, Clone)]
@@ -149,7 +149,9 @@ fn write_element(
                 }
                 write_element(e, options, scope, rendered, out);
             }
-            Node::Text(t) => escape_text_c14n(out, t),
+            // c14n 1.0 section 2.3, text nodes: `&`, `<`, `>` and carriage return are replaced, exactly
+            // as our writer escapes text.
+            Node::Text(t) => escape_text(out, t),
             // Canonical XML without comments drops them.
             Node::Comment(_) => {}
         }
@@ -168,19 +170,6 @@ fn push_qname(out: &mut String, prefix: Option<&str>, local: &str) {
         out.push(':');
     }
     out.push_str(local);
-}
-
-/// c14n 1.0 section 2.3, text nodes: `&`, `<`, `>` and carriage return are replaced.
-fn escape_text_c14n(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\r' => out.push_str("&#xD;"),
-            _ => out.push(c),
-        }
-    }
 }
 
 /// c14n 1.0 section 2.3, attribute nodes: `&`, `<`, `"`, tab, newline and carriage return are replaced,
