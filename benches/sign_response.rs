@@ -7,7 +7,7 @@
 //! way on every run (criterion's own output is per benchmark and has no ratio).
 //!
 //! Run with `cargo bench --bench sign_response`. `SIGN_BENCH_ITERS` sets the iterations per round
-//! of the summary loop (default 400; five rounds, the median round is reported).
+//! of the summary loop (default 200; five rounds, the median round is reported).
 
 use std::error::Error;
 use std::hint::black_box;
@@ -67,10 +67,18 @@ fn typical_content() -> Result<AssertionContent, Box<dyn Error>> {
         session_not_on_or_after: Some(at(19, 12, 4)?),
         authn_context_class_ref: class_ref::PASSWORD_PROTECTED_TRANSPORT.into(),
         attributes: vec![
-            attribute("urn:oid:0.9.2342.19200300.100.1.3", "mail", &["ada.lovelace@example.org"]),
+            attribute(
+                "urn:oid:0.9.2342.19200300.100.1.3",
+                "mail",
+                &["ada.lovelace@example.org"],
+            ),
             attribute("urn:oid:2.5.4.42", "givenName", &["Ada"]),
             attribute("urn:oid:2.5.4.4", "sn", &["Lovelace"]),
-            attribute("urn:oid:2.16.840.1.113730.3.1.241", "displayName", &["Ada Lovelace"]),
+            attribute(
+                "urn:oid:2.16.840.1.113730.3.1.241",
+                "displayName",
+                &["Ada Lovelace"],
+            ),
             attribute(
                 "urn:oid:1.3.6.1.4.1.5923.1.5.1.1",
                 "isMemberOf",
@@ -128,6 +136,18 @@ impl Fixture {
     }
 }
 
+/// Mean time per call of `f` over `iters` calls.
+fn mean_call<T>(
+    iters: u32,
+    mut f: impl FnMut() -> Result<T, Box<dyn Error>>,
+) -> Result<Duration, Box<dyn Error>> {
+    let start = Instant::now();
+    for _ in 0..iters {
+        black_box(f()?);
+    }
+    Ok(start.elapsed() / iters)
+}
+
 /// Mean time per call of `f` over `iters` calls, median of [`ROUNDS`] rounds.
 fn time_per_call<T>(
     iters: u32,
@@ -135,11 +155,7 @@ fn time_per_call<T>(
 ) -> Result<Duration, Box<dyn Error>> {
     let mut rounds = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
-        let start = Instant::now();
-        for _ in 0..iters {
-            black_box(f()?);
-        }
-        rounds.push(start.elapsed() / iters);
+        rounds.push(mean_call(iters, &mut f)?);
     }
     rounds.sort();
     Ok(rounds[ROUNDS / 2])
@@ -152,7 +168,14 @@ fn micros(d: Duration) -> f64 {
 fn criterion_groups(c: &mut Criterion, fx: &Fixture) {
     let mut group = c.benchmark_group("assertion_signed");
     group.bench_function("build_response+sign", |b| {
-        b.iter(|| build_response(black_box(&fx.content), &fx.key, SignatureTarget::Assertion, None))
+        b.iter(|| {
+            build_response(
+                black_box(&fx.content),
+                &fx.key,
+                SignatureTarget::Assertion,
+                None,
+            )
+        })
     });
     group.bench_function("bare_rsa2048_sha256_1KB", |b| {
         b.iter(|| bare_sign(fx.key.private_key(), black_box(&fx.payload)))
@@ -179,17 +202,32 @@ fn summary(fx: &Fixture, iters: u32) -> Result<(), Box<dyn Error>> {
     let one = fx.response(SignatureTarget::Assertion)?;
     let two = fx.response(SignatureTarget::Both)?;
     println!();
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
     println!(
         "== summary: {ROUNDS} rounds x {iters} iterations, median round (response sizes: {} B with \
-         one signature, {} B with two) ==",
+         one signature, {} B with two; load average {load}) ==",
         one.len(),
         two.len()
     );
 
-    let bare = time_per_call(iters, || fx.bare())?;
-    let assertion = time_per_call(iters, || fx.response(SignatureTarget::Assertion))?;
-    let both = time_per_call(iters, || fx.response(SignatureTarget::Both))?;
-    let bare2 = time_per_call(iters, || Ok((fx.bare()?, fx.bare()?)))?;
+    // The four cases take turns within each round, so a burst of load from elsewhere on the machine
+    // hits the XML case and its bare floor alike.
+    let mut rounds: [Vec<Duration>; 4] = Default::default();
+    for _ in 0..ROUNDS {
+        rounds[0].push(mean_call(iters, || fx.bare())?);
+        rounds[1].push(mean_call(iters, || {
+            fx.response(SignatureTarget::Assertion)
+        })?);
+        rounds[2].push(mean_call(iters, || fx.response(SignatureTarget::Both))?);
+        rounds[3].push(mean_call(iters, || Ok((fx.bare()?, fx.bare()?)))?);
+    }
+    let [bare, assertion, both, bare2] = rounds.map(|mut r| {
+        r.sort();
+        r[ROUNDS / 2]
+    });
 
     let line = |case: &str, full: Duration, floor: Duration, floor_name: &str| {
         let overhead = (full.as_secs_f64() / floor.as_secs_f64() - 1.0) * 100.0;
@@ -200,13 +238,25 @@ fn summary(fx: &Fixture, iters: u32) -> Result<(), Box<dyn Error>> {
             micros(floor),
         );
     };
-    line("response build+sign (assertion signed)", assertion, bare, "bare RSA-2048 sign");
-    line("response build+sign (assertion and response signed)", both, bare2, "2x bare RSA-2048 sign");
+    line(
+        "response build+sign (assertion signed)",
+        assertion,
+        bare,
+        "bare RSA-2048 sign",
+    );
+    line(
+        "response build+sign (assertion and response signed)",
+        both,
+        bare2,
+        "2x bare RSA-2048 sign",
+    );
 
     // The XML steps without the RSA operation, so a regression can be placed.
     let tree = time_per_call(iters * 10, || Ok(build_assertion(&fx.content)))?;
     let assertion_tree = build_assertion(&fx.content);
-    let c14n = time_per_call(iters * 10, || Ok(canonicalize(&assertion_tree, &Options::default())))?;
+    let c14n = time_per_call(iters * 10, || {
+        Ok(canonicalize(&assertion_tree, &Options::default()))
+    })?;
     let mut signed = build_assertion(&fx.content);
     sign_enveloped(&mut signed, &fx.key)?;
     let serialize = time_per_call(iters * 10, || Ok(signed.to_xml()))?;
@@ -244,8 +294,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     c.final_summary();
 
     let iters = match std::env::var("SIGN_BENCH_ITERS") {
-        Ok(v) => v.parse().map_err(|e| format!("SIGN_BENCH_ITERS={v:?}: {e}"))?,
-        Err(_) => 400,
+        Ok(v) => v
+            .parse()
+            .map_err(|e| format!("SIGN_BENCH_ITERS={v:?}: {e}"))?,
+        Err(_) => 200,
     };
     summary(&fx, iters)
 }

@@ -28,7 +28,10 @@ struct AcsForm {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 async fn home() -> Html<&'static str> {
@@ -40,10 +43,17 @@ async fn login(State(sp): State<Arc<ServiceProvider>>) -> Response {
         Some(url) => url,
         None => return Html("Tessera's metadata has no redirect SSO endpoint").into_response(),
     };
-    match sp.make_authentication_request(&sso).and_then(|r| r.redirect("demo")) {
+    match sp
+        .make_authentication_request(&sso)
+        .and_then(|r| r.redirect("demo"))
+    {
         Ok(Some(url)) => Redirect::to(url.as_str()).into_response(),
         Ok(None) => Html("could not build the request").into_response(),
-        Err(e) => Html(format!("could not build the request: {}", escape(&e.to_string()))).into_response(),
+        Err(e) => Html(format!(
+            "could not build the request: {}",
+            escape(&e.to_string())
+        ))
+        .into_response(),
     }
 }
 
@@ -60,8 +70,12 @@ async fn acs(State(sp): State<Arc<ServiceProvider>>, Form(form): Form<AcsForm>) 
             let mut rows = String::new();
             for statement in assertion.attribute_statements.iter().flatten() {
                 for attribute in &statement.attributes {
-                    let values: Vec<String> =
-                        attribute.values.iter().filter_map(|v| v.value.clone()).map(|v| escape(&v)).collect();
+                    let values: Vec<String> = attribute
+                        .values
+                        .iter()
+                        .filter_map(|v| v.value.clone())
+                        .map(|v| escape(&v))
+                        .collect();
                     rows.push_str(&format!(
                         "<tr><td>{}</td><td>{}</td></tr>",
                         escape(attribute.name.as_deref().unwrap_or("")),
@@ -75,7 +89,10 @@ async fn acs(State(sp): State<Arc<ServiceProvider>>, Form(form): Form<AcsForm>) 
                 escape(&form.relay_state)
             ))
         }
-        Err(e) => Html(format!("<!doctype html><h1>Response refused</h1><pre>{}</pre>", escape(&format!("{e:?}")))),
+        Err(e) => Html(format!(
+            "<!doctype html><h1>Response refused</h1><pre>{}</pre>",
+            escape(&format!("{e:?}"))
+        )),
     }
 }
 
@@ -83,7 +100,10 @@ async fn acs(State(sp): State<Arc<ServiceProvider>>, Form(form): Form<AcsForm>) 
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let idp = std::env::var("TESSERA_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
     let listen = std::env::var("DEMO_SP_LISTEN").unwrap_or_else(|_| "127.0.0.1:8081".into());
-    let xml = reqwest::get(format!("{idp}/saml/metadata")).await?.text().await?;
+    let xml = reqwest::get(format!("{idp}/saml/metadata"))
+        .await?
+        .text()
+        .await?;
     let idp_metadata: EntityDescriptor = samael::metadata::de::from_str(&xml)?;
     let sp = ServiceProviderBuilder::default()
         .entity_id(ENTITY_ID.to_string())

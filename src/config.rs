@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::policy::{self, IpRangeSet, IpRuleDecl, PolicyDecl};
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -54,6 +56,15 @@ pub struct Config {
     pub saml: SamlConfig,
     /// Create the demo user (and print its password) when the directory has no users.
     pub demo: bool,
+    /// Reverse proxies (CIDRs, addresses or from-to ranges) whose `X-Forwarded-For` / `Forwarded`
+    /// headers are believed when they connect; without it the TCP peer is the client address, which is
+    /// what the IP allowlists check.
+    pub trusted_proxies: Vec<String>,
+    /// IP allowlist rules declared here (GitOps), reconciled into the directory at every start.
+    pub ip_rules: Vec<IpRuleDecl>,
+    /// Security policies declared here with their assignments, reconciled into the directory at every
+    /// start.
+    pub policies: Vec<PolicyDecl>,
 }
 
 /// Session settings.
@@ -97,6 +108,9 @@ impl Default for Config {
             session: SessionConfig::default(),
             saml: SamlConfig::default(),
             demo: true,
+            trusted_proxies: Vec::new(),
+            ip_rules: Vec::new(),
+            policies: Vec::new(),
         }
     }
 }
@@ -196,7 +210,29 @@ impl Config {
         if self.saml.clock_skew_secs < 0 || self.saml.assertion_lifetime_secs <= 0 {
             return Err(Error::Invalid("saml times must be positive".into()));
         }
+        self.trusted_proxy_set()?;
+        policy::validate_declarations(&self.ip_rules, &self.policies)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(())
+    }
+
+    /// The compiled `trusted_proxies`, for [`crate::policy::client_address`]. The error names the
+    /// offending entry.
+    pub fn trusted_proxy_set(&self) -> Result<IpRangeSet, Error> {
+        let mut ranges = Vec::with_capacity(self.trusted_proxies.len());
+        for text in &self.trusted_proxies {
+            let range = text.parse().map_err(|error| {
+                Error::Invalid(
+                    policy::Error::Range {
+                        item: policy::Item::TrustedProxy(text.clone()),
+                        error,
+                    }
+                    .to_string(),
+                )
+            })?;
+            ranges.push(range);
+        }
+        Ok(IpRangeSet::from_ranges(&ranges))
     }
 
     /// The base URL without a trailing slash.
@@ -297,6 +333,54 @@ mod tests {
         let example = Config::load_with_env(Some(&path), env(&[])).unwrap();
         let defaults = Config::default();
         assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn access_policy_declarations_are_read_and_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "trusted_proxies = [\"10.0.0.0/8\", \"2001:db8::1\"]\n\
+             [[ip_rules]]\nname = \"office\"\nranges = [\"192.0.2.0/24\"]\nroles = [\"admin\"]\n\
+             [[policies]]\nname = \"admin\"\nmfa_required = true\nmfa_methods = [\"totp\"]\n\
+             reauth_interval_secs = 3600\nassign = [{ role = \"admin\", priority = 10 }]\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.ip_rules.len(), 1);
+        assert_eq!(c.policies[0].assign.len(), 1);
+        assert!(c
+            .trusted_proxy_set()
+            .unwrap()
+            .contains("10.1.2.3".parse().unwrap()));
+
+        for (text, expected) in [
+            (
+                "trusted_proxies = [\"10.0.0.1/8\"]\n",
+                "trusted proxy \"10.0.0.1/8\": \"10.0.0.1/8\" has host bits set",
+            ),
+            (
+                "[[ip_rules]]\nname = \"x\"\nranges = [\"10.0.0.300\"]\neveryone = true\n",
+                "10.0.0.300",
+            ),
+            (
+                "[[ip_rules]]\nname = \"x\"\nranges = [\"10.0.0.1\"]\neveryone = true\n\
+                 [[ip_rules]]\nname = \"x\"\nranges = [\"10.0.0.2\"]\neveryone = true\n",
+                "ip rule \"x\" is given more than once",
+            ),
+            (
+                "[[policies]]\nname = \"a\"\ndefault = true\n[[policies]]\nname = \"b\"\ndefault = true\n",
+                "both marked as the default",
+            ),
+            ("[[policies]]\nname = \"a\"\nmfa = true\n", "unknown field `mfa`"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = Config::load_with_env(Some(&file), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -20,11 +20,13 @@ use crate::saml::encrypt::{encrypt_assertion, DataEncryption};
 use crate::saml::envelope::new_id;
 use crate::saml::metadata::{self, build_idp_metadata, parse_sp_metadata, IdpMetadata, SpMetadata};
 use crate::saml::response::{
-    build_error_response, build_response, class_ref, persistent_name_id, AssertionContent, Attribute,
-    ErrorResponse, NameId, NameIdFormat, SignatureTarget,
+    build_error_response, build_response, class_ref, persistent_name_id, AssertionContent,
+    Attribute, ErrorResponse, NameId, NameIdFormat, SignatureTarget,
 };
 use crate::saml::status::{Status, StatusCode, SubStatusCode};
-use crate::session::{self, AuthnMethod, MemoryStore, RedisStore, Session, SessionId, SessionStore, SpSession};
+use crate::session::{
+    self, AuthnMethod, MemoryStore, RedisStore, Session, SessionId, SessionStore, SpSession,
+};
 
 /// Why Tessera could not start.
 #[derive(Debug, thiserror::Error)]
@@ -101,15 +103,17 @@ pub struct PendingRequest {
 
 impl PendingRequest {
     fn requested(&self) -> Option<RequestedAuthnContext> {
-        self.requested_context.as_ref().map(|(comparison, class_refs)| RequestedAuthnContext {
-            comparison: match comparison.as_str() {
-                "minimum" => Comparison::Minimum,
-                "maximum" => Comparison::Maximum,
-                "better" => Comparison::Better,
-                _ => Comparison::Exact,
-            },
-            class_refs: class_refs.clone(),
-        })
+        self.requested_context
+            .as_ref()
+            .map(|(comparison, class_refs)| RequestedAuthnContext {
+                comparison: match comparison.as_str() {
+                    "minimum" => Comparison::Minimum,
+                    "maximum" => Comparison::Maximum,
+                    "better" => Comparison::Better,
+                    _ => Comparison::Exact,
+                },
+                class_refs: class_refs.clone(),
+            })
     }
 }
 
@@ -117,7 +121,11 @@ impl PendingRequest {
 #[derive(Debug)]
 pub enum SsoOutcome {
     /// POST this SAML response to the SP's ACS (success or an error status).
-    Post { acs_url: String, response_xml: String, relay_state: Option<String> },
+    Post {
+        acs_url: String,
+        response_xml: String,
+        relay_state: Option<String>,
+    },
     /// The person must sign in first.
     Login,
 }
@@ -161,7 +169,10 @@ pub fn fresh_id() -> Result<String, SsoError> {
 }
 
 fn read_or_create_secret(path: &Path) -> Result<Vec<u8>, StartError> {
-    let file_error = |e: std::io::Error| StartError::File { path: path.display().to_string(), message: e.to_string() };
+    let file_error = |e: std::io::Error| StartError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
     if path.exists() {
         let hexed = std::fs::read_to_string(path).map_err(file_error)?;
         return hex::decode(hexed.trim()).map_err(|e| StartError::File {
@@ -170,8 +181,10 @@ fn read_or_create_secret(path: &Path) -> Result<Vec<u8>, StartError> {
         });
     }
     let mut secret = [0u8; 32];
-    openssl::rand::rand_bytes(&mut secret)
-        .map_err(|e| StartError::File { path: path.display().to_string(), message: e.to_string() })?;
+    openssl::rand::rand_bytes(&mut secret).map_err(|e| StartError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
@@ -180,7 +193,8 @@ fn read_or_create_secret(path: &Path) -> Result<Vec<u8>, StartError> {
     #[cfg(unix)]
     options.mode(0o600);
     let mut file = options.open(path).map_err(file_error)?;
-    file.write_all(hex::encode(secret).as_bytes()).map_err(file_error)?;
+    file.write_all(hex::encode(secret).as_bytes())
+        .map_err(file_error)?;
     Ok(secret.to_vec())
 }
 
@@ -197,11 +211,12 @@ impl Idp {
         let directory = Directory::connect(&config.database_url).await?;
         let sessions: Arc<dyn SessionStore> = match config.session.backend {
             SessionBackend::Memory => Arc::new(MemoryStore::new()),
-            SessionBackend::Redis => {
-                Arc::new(RedisStore::connect(&config.session.redis_url, &config.session.key_prefix).await?)
-            }
+            SessionBackend::Redis => Arc::new(
+                RedisStore::connect(&config.session.redis_url, &config.session.key_prefix).await?,
+            ),
         };
-        let (keys, generated) = KeyRing::load_or_generate(&config.certs_dir, &config.entity_id(), now)?;
+        let (keys, generated) =
+            KeyRing::load_or_generate(&config.certs_dir, &config.entity_id(), now)?;
         report.generated_key = generated;
         let nameid_secret = read_or_create_secret(&config.data_dir.join("nameid.secret"))?;
         report.registered = register_metadata_dir(&directory, &config.metadata_dir, now).await?;
@@ -209,7 +224,15 @@ impl Idp {
             report.demo_user = Some(create_demo_user(&directory).await?);
         }
         let metadata_xml = idp_metadata(&config, &keys)?;
-        let idp = Idp { config, directory, sessions, keys, nameid_secret, metadata_xml, sp_cache: RwLock::default() };
+        let idp = Idp {
+            config,
+            directory,
+            sessions,
+            keys,
+            nameid_secret,
+            metadata_xml,
+            sp_cache: RwLock::default(),
+        };
         Ok((idp, report))
     }
 
@@ -223,7 +246,11 @@ impl Idp {
 
     /// The SP with this entity ID, its metadata parsed (and cached until its record changes).
     pub async fn sp(&self, entity_id: &str) -> Result<Arc<RegisteredSp>, SsoError> {
-        let record = self.directory.get_sp(entity_id).await?.ok_or_else(|| SsoError::UnknownSp(entity_id.to_owned()))?;
+        let record = self
+            .directory
+            .get_sp(entity_id)
+            .await?
+            .ok_or_else(|| SsoError::UnknownSp(entity_id.to_owned()))?;
         if let Ok(cache) = self.sp_cache.read() {
             if let Some(hit) = cache.get(entity_id) {
                 if hit.record == record {
@@ -231,11 +258,20 @@ impl Idp {
                 }
             }
         }
-        let entities = parse_sp_metadata(record.metadata_xml.as_bytes(), Utc::now())
-            .map_err(|e| SsoError::BadSpMetadata { entity_id: entity_id.to_owned(), message: e.to_string() })?;
-        let metadata = entities.into_iter().find(|m| m.entity_id == entity_id).ok_or_else(|| {
-            SsoError::BadSpMetadata { entity_id: entity_id.to_owned(), message: "entity not in its metadata".into() }
-        })?;
+        let entities =
+            parse_sp_metadata(record.metadata_xml.as_bytes(), Utc::now()).map_err(|e| {
+                SsoError::BadSpMetadata {
+                    entity_id: entity_id.to_owned(),
+                    message: e.to_string(),
+                }
+            })?;
+        let metadata = entities
+            .into_iter()
+            .find(|m| m.entity_id == entity_id)
+            .ok_or_else(|| SsoError::BadSpMetadata {
+                entity_id: entity_id.to_owned(),
+                message: "entity not in its metadata".into(),
+            })?;
         let sp = Arc::new(RegisteredSp { record, metadata });
         if let Ok(mut cache) = self.sp_cache.write() {
             cache.insert(entity_id.to_owned(), sp.clone());
@@ -247,16 +283,23 @@ impl Idp {
     pub async fn stash_pending(&self, pending: &PendingRequest) -> Result<String, SsoError> {
         let handle = random_hex(16)?;
         let value = serde_json::to_string(pending).map_err(|e| SsoError::Build(e.to_string()))?;
-        self.sessions.put_temp("pending", &handle, &value, PENDING_TTL).await?;
+        self.sessions
+            .put_temp("pending", &handle, &value, PENDING_TTL)
+            .await?;
         Ok(handle)
     }
 
     /// Reads a pending request without consuming it (the login form may be shown several times).
     pub async fn pending(&self, handle: &str) -> Result<Option<PendingRequest>, SsoError> {
-        if handle.is_empty() || handle.len() > 64 || !handle.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if handle.is_empty() || handle.len() > 64 || !handle.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return Ok(None);
         }
-        Ok(self.sessions.get_temp("pending", handle).await?.and_then(|v| serde_json::from_str(&v).ok()))
+        Ok(self
+            .sessions
+            .get_temp("pending", handle)
+            .await?
+            .and_then(|v| serde_json::from_str(&v).ok()))
     }
 
     /// Consumes a pending request once it has been answered.
@@ -280,7 +323,10 @@ impl Idp {
             Some(s) if !pending.force_authn => s,
             // saml-core 3.4.1: IsPassive forbids any visible interaction; NoPassive says we could not.
             _ if pending.is_passive => {
-                return self.error_outcome(pending, Status::error(StatusCode::Responder, SubStatusCode::NoPassive));
+                return self.error_outcome(
+                    pending,
+                    Status::error(StatusCode::Responder, SubStatusCode::NoPassive),
+                );
             }
             _ => return Ok(SsoOutcome::Login),
         };
@@ -293,15 +339,24 @@ impl Idp {
                 return Err(SsoError::UserInactive(session.username.clone()));
             }
         };
-        if !self.directory.is_assigned(&user.username, &sp.record.entity_id).await? {
-            return Err(SsoError::NotAssigned { user: user.username.clone(), sp: sp.record.entity_id.clone() });
+        if !self
+            .directory
+            .is_assigned(&user.username, &sp.record.entity_id)
+            .await?
+        {
+            return Err(SsoError::NotAssigned {
+                user: user.username.clone(),
+                sp: sp.record.entity_id.clone(),
+            });
         }
         let class_ref = achieved_class_ref(&session.authn_methods, self.config.secure_cookies());
         if let Some(requested) = pending.requested() {
             if !context_satisfied(&requested, class_ref) {
                 // saml-core 3.3.2.2.1: the requested context cannot be met.
-                return self
-                    .error_outcome(pending, Status::error(StatusCode::Responder, SubStatusCode::NoAuthnContext));
+                return self.error_outcome(
+                    pending,
+                    Status::error(StatusCode::Responder, SubStatusCode::NoAuthnContext),
+                );
             }
         }
         let name_id = match self.name_id(&user, &sp, pending.name_id_format.as_deref())? {
@@ -315,12 +370,17 @@ impl Idp {
             }
         };
         let now = Utc::now();
-        let session_index = match session.sp_sessions.iter().find(|s| s.sp_entity_id == sp.record.entity_id) {
+        let session_index = match session
+            .sp_sessions
+            .iter()
+            .find(|s| s.sp_entity_id == sp.record.entity_id)
+        {
             Some(existing) => existing.session_index.clone(),
             None => format!("_{}", random_hex(16)?),
         };
-        let absolute_end = DateTime::<Utc>::from_timestamp(session.created_at, 0)
-            .map(|t| t + chrono::Duration::seconds(self.config.session.absolute_lifetime_secs as i64));
+        let absolute_end = DateTime::<Utc>::from_timestamp(session.created_at, 0).map(|t| {
+            t + chrono::Duration::seconds(self.config.session.absolute_lifetime_secs as i64)
+        });
         let content = AssertionContent {
             issuer: self.config.entity_id(),
             response_id: fresh_id()?,
@@ -346,15 +406,22 @@ impl Idp {
         );
         let encryptor = |assertion: &crate::saml::xml::Element| {
             let cert = sp.metadata.encryption_certs.first().ok_or_else(|| {
-                crate::saml::response::Error::Encrypt("no encryption certificate in the SP metadata".into())
+                crate::saml::response::Error::Encrypt(
+                    "no encryption certificate in the SP metadata".into(),
+                )
             })?;
-            let method = DataEncryption::preferred_from(&sp.metadata.encryption_methods).unwrap_or(DataEncryption::Aes256Gcm);
-            encrypt_assertion(assertion, cert, method).map_err(|e| crate::saml::response::Error::Encrypt(e.to_string()))
+            let method = DataEncryption::preferred_from(&sp.metadata.encryption_methods)
+                .unwrap_or(DataEncryption::Aes256Gcm);
+            encrypt_assertion(assertion, cert, method)
+                .map_err(|e| crate::saml::response::Error::Encrypt(e.to_string()))
         };
-        let encrypt: Option<crate::saml::response::Encryptor<'_>> =
-            if settings.encrypt_assertion { Some(&encryptor) } else { None };
-        let response_xml =
-            build_response(&content, &self.keys.current, target, encrypt).map_err(|e| SsoError::Build(e.to_string()))?;
+        let encrypt: Option<crate::saml::response::Encryptor<'_>> = if settings.encrypt_assertion {
+            Some(&encryptor)
+        } else {
+            None
+        };
+        let response_xml = build_response(&content, &self.keys.current, target, encrypt)
+            .map_err(|e| SsoError::Build(e.to_string()))?;
         // Single logout needs to know which SPs were reached, under which SessionIndex and NameID.
         self.sessions
             .add_sp_session(
@@ -368,11 +435,19 @@ impl Idp {
             )
             .await?;
         tracing::info!(user = %user.username, sp = %sp.record.entity_id, "assertion issued");
-        Ok(SsoOutcome::Post { acs_url: pending.acs_url.clone(), response_xml, relay_state: pending.relay_state.clone() })
+        Ok(SsoOutcome::Post {
+            acs_url: pending.acs_url.clone(),
+            response_xml,
+            relay_state: pending.relay_state.clone(),
+        })
     }
 
     /// A signed SAML error response to the SP's (metadata) ACS URL.
-    pub fn error_outcome(&self, pending: &PendingRequest, status: Status) -> Result<SsoOutcome, SsoError> {
+    pub fn error_outcome(
+        &self,
+        pending: &PendingRequest,
+        status: Status,
+    ) -> Result<SsoOutcome, SsoError> {
         let response_xml = build_error_response(
             &ErrorResponse {
                 issuer: self.config.entity_id(),
@@ -385,36 +460,60 @@ impl Idp {
             &self.keys.current,
         )
         .map_err(|e| SsoError::Build(e.to_string()))?;
-        Ok(SsoOutcome::Post { acs_url: pending.acs_url.clone(), response_xml, relay_state: pending.relay_state.clone() })
+        Ok(SsoOutcome::Post {
+            acs_url: pending.acs_url.clone(),
+            response_xml,
+            relay_state: pending.relay_state.clone(),
+        })
     }
 
     /// The NameID for this user at this SP, in the requested format when one was asked for, else in the
     /// SP's configured format. None when that format cannot be produced.
-    fn name_id(&self, user: &User, sp: &RegisteredSp, requested: Option<&str>) -> Result<Option<NameId>, SsoError> {
+    fn name_id(
+        &self,
+        user: &User,
+        sp: &RegisteredSp,
+        requested: Option<&str>,
+    ) -> Result<Option<NameId>, SsoError> {
         let configured = sp.record.settings.nameid_format.as_str();
         let format_uri = match requested {
             Some(r) if r != NameIdFormat::Unspecified.uri() => r,
             _ => configured,
         };
-        let Some(format) = NameIdFormat::from_uri(format_uri) else { return Ok(None) };
+        let Some(format) = NameIdFormat::from_uri(format_uri) else {
+            return Ok(None);
+        };
         let value = match format {
-            NameIdFormat::Persistent => persistent_name_id(&self.nameid_secret, &user.id.to_string(), &sp.record.entity_id)
-                .map_err(|e| SsoError::Build(e.to_string()))?,
+            NameIdFormat::Persistent => persistent_name_id(
+                &self.nameid_secret,
+                &user.id.to_string(),
+                &sp.record.entity_id,
+            )
+            .map_err(|e| SsoError::Build(e.to_string()))?,
             NameIdFormat::Transient => format!("_{}", random_hex(16)?),
             NameIdFormat::EmailAddress => match &user.email {
                 Some(e) if !e.is_empty() => e.clone(),
                 _ => return Ok(None),
             },
             NameIdFormat::Unspecified => {
-                match user.attribute_values(&sp.record.settings.nameid_attribute).into_iter().next() {
+                match user
+                    .attribute_values(&sp.record.settings.nameid_attribute)
+                    .into_iter()
+                    .next()
+                {
                     Some(v) => v,
                     None => return Ok(None),
                 }
             }
         };
-        let sp_name_qualifier = matches!(format, NameIdFormat::Persistent | NameIdFormat::Transient)
-            .then(|| sp.record.entity_id.clone());
-        Ok(Some(NameId { value, format, sp_name_qualifier }))
+        let sp_name_qualifier =
+            matches!(format, NameIdFormat::Persistent | NameIdFormat::Transient)
+                .then(|| sp.record.entity_id.clone());
+        Ok(Some(NameId {
+            value,
+            format,
+            sp_name_qualifier,
+        }))
     }
 
     /// Creates a session after a successful sign-in and returns its id for the cookie.
@@ -425,14 +524,26 @@ impl Idp {
         client_ip: std::net::IpAddr,
         user_agent: &str,
     ) -> Result<SessionId, SsoError> {
-        let session = Session::new(user.id, user.username.clone(), methods, client_ip, user_agent, Utc::now().timestamp());
-        Ok(self.sessions.create(&session, self.idle_timeout(), self.absolute_lifetime()).await?)
+        let session = Session::new(
+            user.id,
+            user.username.clone(),
+            methods,
+            client_ip,
+            user_agent,
+            Utc::now().timestamp(),
+        );
+        Ok(self
+            .sessions
+            .create(&session, self.idle_timeout(), self.absolute_lifetime())
+            .await?)
     }
 }
 
 /// The AuthnContext class the session's methods achieved (saml-authn-context 3.4).
 pub fn achieved_class_ref(methods: &[AuthnMethod], protected_transport: bool) -> &'static str {
-    if methods.iter().any(|m| *m != AuthnMethod::Password) && methods.contains(&AuthnMethod::Password) {
+    if methods.iter().any(|m| *m != AuthnMethod::Password)
+        && methods.contains(&AuthnMethod::Password)
+    {
         class_ref::REFEDS_MFA
     } else if protected_transport {
         class_ref::PASSWORD_PROTECTED_TRANSPORT
@@ -492,10 +603,15 @@ fn idp_metadata(config: &Config, keys: &KeyRing) -> Result<String, StartError> {
             sso_url: config.sso_url(),
             slo_url: None,
             signing_certs: keys.published_certificates()?,
-            name_id_formats: [NameIdFormat::Persistent, NameIdFormat::Transient, NameIdFormat::EmailAddress, NameIdFormat::Unspecified]
-                .iter()
-                .map(|f| f.uri().to_owned())
-                .collect(),
+            name_id_formats: [
+                NameIdFormat::Persistent,
+                NameIdFormat::Transient,
+                NameIdFormat::EmailAddress,
+                NameIdFormat::Unspecified,
+            ]
+            .iter()
+            .map(|f| f.uri().to_owned())
+            .collect(),
             want_authn_requests_signed: false,
             valid_until: None,
         },
@@ -507,18 +623,37 @@ fn idp_metadata(config: &Config, keys: &KeyRing) -> Result<String, StartError> {
 
 /// Registers (or refreshes) every `*.xml` in `dir` as SP metadata. A file that does not parse stops the
 /// start with its name and the problem, rather than leaving an SP silently missing.
-pub async fn register_metadata_dir(directory: &Directory, dir: &Path, now: DateTime<Utc>) -> Result<Vec<String>, StartError> {
+pub async fn register_metadata_dir(
+    directory: &Directory,
+    dir: &Path,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, StartError> {
     let mut registered = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(registered) };
-    let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "xml")).collect();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(registered);
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+        .collect();
     files.sort();
     for path in files {
-        let xml = std::fs::read_to_string(&path)
-            .map_err(|e| StartError::File { path: path.display().to_string(), message: e.to_string() })?;
-        let entities = parse_sp_metadata(xml.as_bytes(), now)
-            .map_err(|e: metadata::MetadataError| StartError::File { path: path.display().to_string(), message: e.to_string() })?;
+        let xml = std::fs::read_to_string(&path).map_err(|e| StartError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let entities =
+            parse_sp_metadata(xml.as_bytes(), now).map_err(|e: metadata::MetadataError| {
+                StartError::File {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                }
+            })?;
         for entity in entities {
-            directory.upsert_sp_metadata(&entity.entity_id, &xml).await?;
+            directory
+                .upsert_sp_metadata(&entity.entity_id, &xml)
+                .await?;
             registered.push(entity.entity_id);
         }
     }
@@ -551,7 +686,10 @@ mod tests {
     use super::*;
 
     fn req(comparison: Comparison, refs: &[&str]) -> RequestedAuthnContext {
-        RequestedAuthnContext { comparison, class_refs: refs.iter().map(|s| s.to_string()).collect() }
+        RequestedAuthnContext {
+            comparison,
+            class_refs: refs.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     #[test]
@@ -567,17 +705,34 @@ mod tests {
             (req(Comparison::Better, &[ppt]), mfa, true),
             (req(Comparison::Maximum, &[ppt]), class_ref::PASSWORD, true),
             (req(Comparison::Maximum, &[ppt]), mfa, false),
-            (req(Comparison::Minimum, &["urn:example:unknown"]), mfa, false),
+            (
+                req(Comparison::Minimum, &["urn:example:unknown"]),
+                mfa,
+                false,
+            ),
         ];
         for (requested, achieved, expected) in cases {
-            assert_eq!(context_satisfied(&requested, achieved), expected, "{requested:?} vs {achieved}");
+            assert_eq!(
+                context_satisfied(&requested, achieved),
+                expected,
+                "{requested:?} vs {achieved}"
+            );
         }
     }
 
     #[test]
     fn class_ref_reflects_factors() {
-        assert_eq!(achieved_class_ref(&[AuthnMethod::Password], true), class_ref::PASSWORD_PROTECTED_TRANSPORT);
-        assert_eq!(achieved_class_ref(&[AuthnMethod::Password], false), class_ref::PASSWORD);
-        assert_eq!(achieved_class_ref(&[AuthnMethod::Password, AuthnMethod::Totp], true), class_ref::REFEDS_MFA);
+        assert_eq!(
+            achieved_class_ref(&[AuthnMethod::Password], true),
+            class_ref::PASSWORD_PROTECTED_TRANSPORT
+        );
+        assert_eq!(
+            achieved_class_ref(&[AuthnMethod::Password], false),
+            class_ref::PASSWORD
+        );
+        assert_eq!(
+            achieved_class_ref(&[AuthnMethod::Password, AuthnMethod::Totp], true),
+            class_ref::REFEDS_MFA
+        );
     }
 }

@@ -14,7 +14,10 @@ use crate::saml::xmldsig::keys::{generate_self_signed, KeyKind, SigningKey};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Key { path: PathBuf, message: String },
     #[error("no signing key in {0}; run `tessera keys generate`")]
@@ -37,11 +40,17 @@ struct Slot {
 }
 
 fn slot(dir: &Path, name: &str) -> Slot {
-    Slot { key: dir.join(format!("{name}.key")), cert: dir.join(format!("{name}.crt")) }
+    Slot {
+        key: dir.join(format!("{name}.key")),
+        cert: dir.join(format!("{name}.crt")),
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 fn load_slot(s: &Slot) -> Result<Option<SigningKey>, Error> {
@@ -50,7 +59,12 @@ fn load_slot(s: &Slot) -> Result<Option<SigningKey>, Error> {
     }
     let key = read(&s.key)?;
     let cert = read(&s.cert)?;
-    SigningKey::from_pem(&key, &cert).map(Some).map_err(|e| Error::Key { path: s.key.clone(), message: e.to_string() })
+    SigningKey::from_pem(&key, &cert)
+        .map(Some)
+        .map_err(|e| Error::Key {
+            path: s.key.clone(),
+            message: e.to_string(),
+        })
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
@@ -61,39 +75,71 @@ fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     options.mode(0o600);
-    let mut file = options.open(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    file.write_all(contents.as_bytes()).map_err(|source| Error::Io { path: path.into(), source })
+    let mut file = options.open(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    file.write_all(contents.as_bytes())
+        .map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })
 }
 
-fn generate_into(s: &Slot, kind: KeyKind, common_name: &str, now: DateTime<Utc>) -> Result<SigningKey, Error> {
-    let (key, key_pem, cert_pem) = generate_self_signed(kind, common_name, now, 3650)
-        .map_err(|e| Error::Key { path: s.key.clone(), message: e.to_string() })?;
+fn generate_into(
+    s: &Slot,
+    kind: KeyKind,
+    common_name: &str,
+    now: DateTime<Utc>,
+) -> Result<SigningKey, Error> {
+    let (key, key_pem, cert_pem) =
+        generate_self_signed(kind, common_name, now, 3650).map_err(|e| Error::Key {
+            path: s.key.clone(),
+            message: e.to_string(),
+        })?;
     write_private(&s.key, &key_pem)?;
-    std::fs::write(&s.cert, cert_pem).map_err(|source| Error::Io { path: s.cert.clone(), source })?;
+    std::fs::write(&s.cert, cert_pem).map_err(|source| Error::Io {
+        path: s.cert.clone(),
+        source,
+    })?;
     Ok(key)
 }
 
 fn ensure_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.into(), source })
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.into(),
+        source,
+    })
 }
 
 impl KeyRing {
     /// Loads the keys in `dir`.
     pub fn load(dir: &Path) -> Result<KeyRing, Error> {
-        let current = load_slot(&slot(dir, "signing"))?.ok_or_else(|| Error::Missing(dir.into()))?;
+        let current =
+            load_slot(&slot(dir, "signing"))?.ok_or_else(|| Error::Missing(dir.into()))?;
         let next = load_slot(&slot(dir, "next"))?;
         Ok(KeyRing { current, next })
     }
 
     /// Loads the keys in `dir`, generating a current key first when there is none. Returns whether one
     /// was generated.
-    pub fn load_or_generate(dir: &Path, common_name: &str, now: DateTime<Utc>) -> Result<(KeyRing, bool), Error> {
+    pub fn load_or_generate(
+        dir: &Path,
+        common_name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(KeyRing, bool), Error> {
         let generated = Self::generate(dir, KeyKind::Rsa2048, common_name, now, false)?;
         Ok((Self::load(dir)?, generated))
     }
 
     /// Creates the current key unless one exists (or always, with `force`). Returns whether it wrote one.
-    pub fn generate(dir: &Path, kind: KeyKind, common_name: &str, now: DateTime<Utc>, force: bool) -> Result<bool, Error> {
+    pub fn generate(
+        dir: &Path,
+        kind: KeyKind,
+        common_name: &str,
+        now: DateTime<Utc>,
+        force: bool,
+    ) -> Result<bool, Error> {
         ensure_dir(dir)?;
         let current = slot(dir, "signing");
         if current.key.exists() && !force {
@@ -105,7 +151,12 @@ impl KeyRing {
 
     /// One rollover step. With no next key, creates one (to be published in metadata); with a next key,
     /// promotes it to current and keeps the old current as `previous.*` for reference.
-    pub fn rotate(dir: &Path, kind: KeyKind, common_name: &str, now: DateTime<Utc>) -> Result<RotateStep, Error> {
+    pub fn rotate(
+        dir: &Path,
+        kind: KeyKind,
+        common_name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RotateStep, Error> {
         ensure_dir(dir)?;
         let next = slot(dir, "next");
         if !next.key.exists() {
@@ -114,9 +165,17 @@ impl KeyRing {
         }
         let current = slot(dir, "signing");
         let previous = slot(dir, "previous");
-        for (from, to) in [(&current.key, &previous.key), (&current.cert, &previous.cert), (&next.key, &current.key), (&next.cert, &current.cert)] {
+        for (from, to) in [
+            (&current.key, &previous.key),
+            (&current.cert, &previous.cert),
+            (&next.key, &current.key),
+            (&next.cert, &current.cert),
+        ] {
             if from.exists() {
-                std::fs::rename(from, to).map_err(|source| Error::Io { path: from.clone(), source })?;
+                std::fs::rename(from, to).map_err(|source| Error::Io {
+                    path: from.clone(),
+                    source,
+                })?;
             }
         }
         Ok(RotateStep::NextPromoted)
@@ -126,7 +185,10 @@ impl KeyRing {
     pub fn published_certificates(&self) -> Result<Vec<String>, Error> {
         let mut out = Vec::new();
         for key in std::iter::once(&self.current).chain(self.next.iter()) {
-            out.push(key.certificate_base64().map_err(|e| Error::Key { path: PathBuf::new(), message: e.to_string() })?);
+            out.push(key.certificate_base64().map_err(|e| Error::Key {
+                path: PathBuf::new(),
+                message: e.to_string(),
+            })?);
         }
         Ok(out)
     }
@@ -156,20 +218,32 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("signing.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("signing.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let (_, again) = KeyRing::load_or_generate(dir.path(), "idp", now).unwrap();
         assert!(!again);
 
         let first = ring.published_certificates().unwrap();
-        assert_eq!(KeyRing::rotate(dir.path(), KeyKind::Rsa2048, "idp", now).unwrap(), RotateStep::NextPublished);
+        assert_eq!(
+            KeyRing::rotate(dir.path(), KeyKind::Rsa2048, "idp", now).unwrap(),
+            RotateStep::NextPublished
+        );
         let ring = KeyRing::load(dir.path()).unwrap();
         let published = ring.published_certificates().unwrap();
         assert_eq!(published.len(), 2);
         assert_eq!(published[0], first[0]);
-        assert_eq!(KeyRing::rotate(dir.path(), KeyKind::Rsa2048, "idp", now).unwrap(), RotateStep::NextPromoted);
+        assert_eq!(
+            KeyRing::rotate(dir.path(), KeyKind::Rsa2048, "idp", now).unwrap(),
+            RotateStep::NextPromoted
+        );
         let ring = KeyRing::load(dir.path()).unwrap();
-        assert_eq!(ring.published_certificates().unwrap(), vec![published[1].clone()]);
+        assert_eq!(
+            ring.published_certificates().unwrap(),
+            vec![published[1].clone()]
+        );
     }
 }

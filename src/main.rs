@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 
+use std::net::IpAddr;
 use tessera::config::Config;
 use tessera::directory::{Directory, NewServiceProvider, NewUser, SpSettings, UserStatus};
 use tessera::idp::Idp;
@@ -14,8 +15,19 @@ use tessera::keyring::{KeyRing, RotateStep};
 use tessera::saml::metadata::parse_sp_metadata;
 use tessera::saml::xmldsig::keys::KeyKind;
 
+use tessera::policy::{
+    lockout as lockout_decision, AccessRequest, AssignmentTarget, IpRange, IpRule, MfaMethod,
+    PolicyAssignment, PolicyData, PolicySet, Requirement, RuleScope, SecurityPolicy, SessionFacts,
+    SpRequirement,
+};
+use tessera::session::AuthnMethod;
+
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "A SAML 2.0 single sign-on identity provider")]
+#[command(
+    name = "tessera",
+    version,
+    about = "A SAML 2.0 single sign-on identity provider"
+)]
 struct Cli {
     /// Configuration file (tessera.toml). Without it, embedded defaults apply; TESSERA_* variables
     /// override either.
@@ -38,6 +50,15 @@ enum Command {
     /// Manage Tessera's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage IP allowlist rules.
+    #[command(subcommand)]
+    IpRule(IpRuleCommand),
+    /// Manage security policies (risk tiers) and explain access decisions.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Set what an SP requires on top of its users' rules and policies.
+    #[command(subcommand)]
+    SpAccess(SpAccessCommand),
     /// Print Tessera's signed IdP metadata.
     Metadata,
 }
@@ -102,6 +123,192 @@ enum KeysCommand {
     List,
 }
 
+/// The acting admin, for the no-self-lockout rule: a change that would deny a fresh sign-in of
+/// `--admin` from `--admin-ip` (where it is admitted now) is refused unless `--confirm` is given.
+#[derive(clap::Args)]
+struct LockoutArgs {
+    /// The admin making the change.
+    #[arg(long, requires = "admin_ip")]
+    admin: Option<String>,
+    /// The address the admin signs in from.
+    #[arg(long, requires = "admin")]
+    admin_ip: Option<IpAddr>,
+    /// Apply the change even if it locks the admin out.
+    #[arg(long)]
+    confirm: bool,
+}
+
+/// Whom an IP rule applies to: exactly one kind.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct ScopeArgs {
+    /// Every user.
+    #[arg(long)]
+    everyone: bool,
+    /// Users with this role (repeat for several).
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// Users in this group (repeat for several).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// This user (repeat for several).
+    #[arg(long = "user")]
+    users: Vec<String>,
+}
+
+/// Who a policy is assigned to: exactly one.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct TargetArgs {
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    group: Option<String>,
+    #[arg(long)]
+    role: Option<String>,
+}
+
+/// Settings of `policy add` / `policy update`; unset ones keep the default (add) or current value (update).
+#[derive(clap::Args)]
+struct PolicySettings {
+    /// Require a second factor at sign-in and at every SSO.
+    #[arg(long)]
+    mfa: bool,
+    /// A second factor that satisfies MFA under this policy (repeat); default: all.
+    #[arg(long = "mfa-method")]
+    mfa_methods: Vec<MfaMethod>,
+    /// Absolute session lifetime in seconds.
+    #[arg(long)]
+    absolute_secs: Option<u64>,
+    /// Idle timeout in seconds.
+    #[arg(long)]
+    idle_secs: Option<u64>,
+    /// How recent the MFA (without MFA: the sign-in) must be for a new SSO, in seconds.
+    #[arg(long)]
+    reauth_secs: Option<u64>,
+    /// Minimum password length.
+    #[arg(long)]
+    min_password: Option<u32>,
+    /// The policy's own allowlist (repeat); the address must also be inside it.
+    #[arg(long = "range")]
+    ranges: Vec<IpRange>,
+    /// Make this the default policy (for users no assignment reaches).
+    #[arg(long)]
+    default: bool,
+}
+
+#[derive(Subcommand)]
+enum IpRuleCommand {
+    /// Add a rule: its ranges (CIDR, address, or from-to) and whom it restricts.
+    Add {
+        name: String,
+        #[arg(long = "range", required = true)]
+        ranges: Vec<IpRange>,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        lockout: LockoutArgs,
+    },
+    /// List rules.
+    List,
+    /// Remove a rule.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        lockout: LockoutArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Add a security policy.
+    Add {
+        name: String,
+        #[command(flatten)]
+        settings: PolicySettings,
+        #[command(flatten)]
+        lockout: LockoutArgs,
+    },
+    /// Change some settings of a policy; the others keep their values.
+    Update {
+        name: String,
+        #[command(flatten)]
+        settings: PolicySettings,
+        /// Stop requiring MFA.
+        #[arg(long, conflicts_with = "mfa")]
+        no_mfa: bool,
+        /// Remove the re-authentication interval.
+        #[arg(long, conflicts_with = "reauth_secs")]
+        no_reauth: bool,
+        /// Remove the policy's own allowlist.
+        #[arg(long, conflicts_with = "ranges")]
+        no_ranges: bool,
+        #[command(flatten)]
+        lockout: LockoutArgs,
+    },
+    /// List policies and their assignments.
+    List,
+    /// Remove a policy and its assignments.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        lockout: LockoutArgs,
+    },
+    /// Assign a policy to a user, group or role (replacing that target's assignment).
+    Assign {
+        name: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Among group and role assignments reaching a user, the highest wins.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i64,
+        #[command(flatten)]
+        lockout: LockoutArgs,
+    },
+    /// Remove the assignment of a user, group or role.
+    Unassign {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        lockout: LockoutArgs,
+    },
+    /// Print the decision (admit, step up, deny) for a user signing in from an address, optionally to an
+    /// SP, and every rule and policy that led to it.
+    Explain {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        ip: IpAddr,
+        /// The SP's entityID.
+        #[arg(long)]
+        sp: Option<String>,
+        /// A method the session used (repeat); default: a fresh password sign-in.
+        #[arg(long = "method", value_parser = parse_authn_method)]
+        methods: Vec<AuthnMethod>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpAccessCommand {
+    /// Set an SP's allowlist and minimum session strength (replacing what was set).
+    Set {
+        entity_id: String,
+        /// The SP's own allowlist (repeat); the address must also be inside it.
+        #[arg(long = "range")]
+        ranges: Vec<IpRange>,
+        /// Sessions reaching this SP must include MFA.
+        #[arg(long)]
+        require_mfa: bool,
+        /// ... done within this many seconds (implies --require-mfa).
+        #[arg(long)]
+        mfa_within_secs: Option<u64>,
+    },
+    /// Show what an SP requires.
+    Show { entity_id: String },
+    /// Remove an SP's requirements.
+    Clear { entity_id: String },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -111,7 +318,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -134,9 +344,17 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::User(c) => user(&config, c).await,
         Command::Sp(c) => sp(&config, c).await,
         Command::Keys(c) => keys(&config, c),
+        Command::IpRule(c) => ip_rule(&config, c).await,
+        Command::Policy(c) => policy(&config, c).await,
+        Command::SpAccess(c) => sp_access(&config, c).await,
         Command::Metadata => {
             std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
-            let (idp, _) = Idp::start(Config { demo: false, ..config }).await.map_err(|e| e.to_string())?;
+            let (idp, _) = Idp::start(Config {
+                demo: false,
+                ..config
+            })
+            .await
+            .map_err(|e| e.to_string())?;
             println!("{}", idp.metadata_xml);
             Ok(())
         }
@@ -147,11 +365,17 @@ async fn serve(config: Config) -> Result<(), String> {
     let listen = config.listen;
     let base = config.base().to_owned();
     let (idp, report) = Idp::start(config).await.map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "Tessera is listening on {base}");
     if report.generated_key {
-        let _ = writeln!(out, "  generated a signing key in {}", idp.config.certs_dir.display());
+        let _ = writeln!(
+            out,
+            "  generated a signing key in {}",
+            idp.config.certs_dir.display()
+        );
     }
     for sp in &report.registered {
         let _ = writeln!(out, "  service provider registered from metadata/: {sp}");
@@ -166,17 +390,24 @@ async fn serve(config: Config) -> Result<(), String> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    tessera::web::serve(std::sync::Arc::new(idp), listener, shutdown).await.map_err(|e| e.to_string())
+    tessera::web::serve(std::sync::Arc::new(idp), listener, shutdown)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn directory(config: &Config) -> Result<Directory, String> {
-    Directory::connect(&config.database_url).await.map_err(|e| e.to_string())
+    Directory::connect(&config.database_url)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn read_password() -> Result<String, String> {
     eprint!("Password: ");
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
     let password = line.trim_end_matches(['\r', '\n']).to_owned();
     if password.is_empty() {
         return Err("no password given on standard input".into());
@@ -187,17 +418,34 @@ fn read_password() -> Result<String, String> {
 async fn user(config: &Config, command: UserCommand) -> Result<(), String> {
     let directory = directory(config).await?;
     match command {
-        UserCommand::Add { username, email, display_name, department } => {
+        UserCommand::Add {
+            username,
+            email,
+            display_name,
+            department,
+        } => {
             let password = read_password()?;
             let user = directory
-                .create_user(NewUser { username, password, email, display_name, department, ..NewUser::default() })
+                .create_user(NewUser {
+                    username,
+                    password,
+                    email,
+                    display_name,
+                    department,
+                    ..NewUser::default()
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             println!("added user {}", user.username);
         }
         UserCommand::List => {
             for u in directory.list_users().await.map_err(|e| e.to_string())? {
-                println!("{}\t{}\t{}", u.username, u.status, u.email.unwrap_or_default());
+                println!(
+                    "{}\t{}\t{}",
+                    u.username,
+                    u.status,
+                    u.email.unwrap_or_default()
+                );
             }
         }
         UserCommand::Show { username } => {
@@ -211,15 +459,30 @@ async fn user(config: &Config, command: UserCommand) -> Result<(), String> {
             println!("email:        {}", u.email.unwrap_or_default());
             println!("display name: {}", u.display_name.unwrap_or_default());
             println!("department:   {}", u.department.unwrap_or_default());
-            let apps = directory.apps_of(&u.username).await.map_err(|e| e.to_string())?;
-            println!("apps:         {}", apps.iter().map(|a| a.entity_id.as_str()).collect::<Vec<_>>().join(", "));
+            let apps = directory
+                .apps_of(&u.username)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "apps:         {}",
+                apps.iter()
+                    .map(|a| a.entity_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         UserCommand::Disable { username } => {
-            directory.set_user_status(&username, UserStatus::Disabled).await.map_err(|e| e.to_string())?;
+            directory
+                .set_user_status(&username, UserStatus::Disabled)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("disabled {username}");
         }
         UserCommand::Enable { username } => {
-            directory.set_user_status(&username, UserStatus::Active).await.map_err(|e| e.to_string())?;
+            directory
+                .set_user_status(&username, UserStatus::Active)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("enabled {username}");
         }
     }
@@ -238,7 +501,11 @@ async fn fetch_metadata(source: &str) -> Result<String, String> {
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| e.to_string())?;
-        let mut response = client.get(source).send().await.map_err(|e| format!("fetching {source}: {e}"))?;
+        let mut response = client
+            .get(source)
+            .send()
+            .await
+            .map_err(|e| format!("fetching {source}: {e}"))?;
         if !response.status().is_success() {
             return Err(format!("fetching {source}: HTTP {}", response.status()));
         }
@@ -246,7 +513,9 @@ async fn fetch_metadata(source: &str) -> Result<String, String> {
         while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_METADATA_BYTES {
-                return Err(format!("{source}: metadata larger than {MAX_METADATA_BYTES} bytes"));
+                return Err(format!(
+                    "{source}: metadata larger than {MAX_METADATA_BYTES} bytes"
+                ));
             }
         }
         return String::from_utf8(body).map_err(|_| format!("{source}: metadata is not UTF-8"));
@@ -259,7 +528,8 @@ async fn sp(config: &Config, command: SpCommand) -> Result<(), String> {
     match command {
         SpCommand::Add { source, name } => {
             let xml = fetch_metadata(&source).await?;
-            let entities = parse_sp_metadata(xml.as_bytes(), Utc::now()).map_err(|e| format!("{source}: {e}"))?;
+            let entities = parse_sp_metadata(xml.as_bytes(), Utc::now())
+                .map_err(|e| format!("{source}: {e}"))?;
             for entity in entities {
                 let sp = directory
                     .add_sp(NewServiceProvider {
@@ -275,7 +545,11 @@ async fn sp(config: &Config, command: SpCommand) -> Result<(), String> {
         }
         SpCommand::List => {
             for sp in directory.list_sps().await.map_err(|e| e.to_string())? {
-                let state = if sp.settings.enabled { "enabled" } else { "disabled" };
+                let state = if sp.settings.enabled {
+                    "enabled"
+                } else {
+                    "disabled"
+                };
                 println!("{}\t{}\t{}", sp.entity_id, state, sp.display_name);
             }
         }
@@ -285,12 +559,19 @@ async fn sp(config: &Config, command: SpCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("service provider {entity_id:?} not found"))?;
-            let parsed = parse_sp_metadata(sp.metadata_xml.as_bytes(), Utc::now()).map_err(|e| e.to_string())?;
+            let parsed = parse_sp_metadata(sp.metadata_xml.as_bytes(), Utc::now())
+                .map_err(|e| e.to_string())?;
             println!("entityID:       {}", sp.entity_id);
             println!("display name:   {}", sp.display_name);
             println!("enabled:        {}", sp.settings.enabled);
-            println!("NameID format:  {} (from {})", sp.settings.nameid_format, sp.settings.nameid_attribute);
-            println!("signs:          assertion={} response={}", sp.settings.sign_assertion, sp.settings.sign_response);
+            println!(
+                "NameID format:  {} (from {})",
+                sp.settings.nameid_format, sp.settings.nameid_attribute
+            );
+            println!(
+                "signs:          assertion={} response={}",
+                sp.settings.sign_assertion, sp.settings.sign_response
+            );
             println!("encryption:     {}", sp.settings.encrypt_assertion);
             if let Some(m) = parsed.iter().find(|m| m.entity_id == sp.entity_id) {
                 for acs in &m.acs {
@@ -300,11 +581,20 @@ async fn sp(config: &Config, command: SpCommand) -> Result<(), String> {
             }
         }
         SpCommand::Remove { entity_id } => {
-            directory.remove_sp(&entity_id).await.map_err(|e| e.to_string())?;
+            directory
+                .remove_sp(&entity_id)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("removed {entity_id}");
         }
-        SpCommand::Assign { entity_id, username } => {
-            directory.assign_app(&username, &entity_id).await.map_err(|e| e.to_string())?;
+        SpCommand::Assign {
+            entity_id,
+            username,
+        } => {
+            directory
+                .assign_app(&username, &entity_id)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("assigned {entity_id} to {username}");
         }
     }
@@ -312,27 +602,48 @@ async fn sp(config: &Config, command: SpCommand) -> Result<(), String> {
 }
 
 fn keys(config: &Config, command: KeysCommand) -> Result<(), String> {
-    let kind = |ec: bool| if ec { KeyKind::EcP256 } else { KeyKind::Rsa2048 };
+    let kind = |ec: bool| {
+        if ec {
+            KeyKind::EcP256
+        } else {
+            KeyKind::Rsa2048
+        }
+    };
     let dir = &config.certs_dir;
     match command {
         KeysCommand::Generate { ec, force } => {
-            if KeyRing::generate(dir, kind(ec), &config.entity_id(), Utc::now(), force).map_err(|e| e.to_string())? {
+            if KeyRing::generate(dir, kind(ec), &config.entity_id(), Utc::now(), force)
+                .map_err(|e| e.to_string())?
+            {
                 println!("generated {}", dir.join("signing.key").display());
             } else {
-                println!("a signing key already exists in {} (use --force to replace it)", dir.display());
+                println!(
+                    "a signing key already exists in {} (use --force to replace it)",
+                    dir.display()
+                );
             }
         }
-        KeysCommand::Rotate { ec } => match KeyRing::rotate(dir, kind(ec), &config.entity_id(), Utc::now()).map_err(|e| e.to_string())? {
-            RotateStep::NextPublished => {
-                println!("next key created and published in metadata; run `keys rotate` again once SPs refreshed")
+        KeysCommand::Rotate { ec } => {
+            match KeyRing::rotate(dir, kind(ec), &config.entity_id(), Utc::now())
+                .map_err(|e| e.to_string())?
+            {
+                RotateStep::NextPublished => {
+                    println!("next key created and published in metadata; run `keys rotate` again once SPs refreshed")
+                }
+                RotateStep::NextPromoted => {
+                    println!("the next key now signs; restart Tessera to use it")
+                }
             }
-            RotateStep::NextPromoted => println!("the next key now signs; restart Tessera to use it"),
-        },
+        }
         KeysCommand::List => {
             let ring = KeyRing::load(dir).map_err(|e| e.to_string())?;
-            for (label, key) in std::iter::once(("current", &ring.current)).chain(ring.next.iter().map(|k| ("next", k))) {
+            for (label, key) in std::iter::once(("current", &ring.current))
+                .chain(ring.next.iter().map(|k| ("next", k)))
+            {
                 let cert = key.certificate();
-                let digest = cert.digest(openssl::hash::MessageDigest::sha256()).map_err(|e| e.to_string())?;
+                let digest = cert
+                    .digest(openssl::hash::MessageDigest::sha256())
+                    .map_err(|e| e.to_string())?;
                 println!(
                     "{label}\t{:?}\tSHA-256 {}\tnot after {}",
                     key.algorithm(),
@@ -340,6 +651,428 @@ fn keys(config: &Config, command: KeysCommand) -> Result<(), String> {
                     cert.not_after()
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+fn parse_authn_method(s: &str) -> Result<AuthnMethod, String> {
+    match s {
+        "password" => Ok(AuthnMethod::Password),
+        other => other.parse::<MfaMethod>().map(MfaMethod::to_authn),
+    }
+}
+
+impl TargetArgs {
+    fn target(&self) -> Result<AssignmentTarget, String> {
+        match (&self.user, &self.group, &self.role) {
+            (Some(u), None, None) => Ok(AssignmentTarget::User(u.clone())),
+            (None, Some(g), None) => Ok(AssignmentTarget::Group(g.clone())),
+            (None, None, Some(r)) => Ok(AssignmentTarget::Role(r.clone())),
+            _ => Err("give exactly one of --user, --group, --role".into()),
+        }
+    }
+}
+
+impl PolicySettings {
+    /// Applies the given settings to `p`.
+    fn apply(self, p: &mut SecurityPolicy) {
+        if self.mfa {
+            p.mfa_required = true;
+        }
+        if !self.mfa_methods.is_empty() {
+            p.mfa_methods = self.mfa_methods;
+        }
+        if let Some(v) = self.absolute_secs {
+            p.session_absolute_secs = v;
+        }
+        if let Some(v) = self.idle_secs {
+            p.session_idle_secs = v;
+        }
+        if let Some(v) = self.reauth_secs {
+            p.reauth_interval_secs = Some(v);
+        }
+        if let Some(v) = self.min_password {
+            p.password_min_length = v;
+        }
+        if !self.ranges.is_empty() {
+            p.ip_ranges = Some(self.ranges);
+        }
+        if self.default {
+            p.is_default = true;
+        }
+    }
+}
+
+/// The no-self-lockout rule: with --admin/--admin-ip, refuses a change (`change` applied to the current
+/// declarations) that would deny that admin a fresh sign-in from that address, unless --confirm.
+async fn check_lockout(
+    directory: &Directory,
+    lockout: &LockoutArgs,
+    change: impl FnOnce(&mut PolicyData),
+) -> Result<(), String> {
+    let (Some(admin), Some(ip)) = (&lockout.admin, lockout.admin_ip) else {
+        return Ok(());
+    };
+    let subject = directory
+        .subject_of(admin)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("admin user {admin:?} not found"))?;
+    let mfa = directory
+        .mfa_available(admin)
+        .await
+        .map_err(|e| e.to_string())?;
+    let current = directory
+        .load_policy_set()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut data = current.data().clone();
+    change(&mut data);
+    let proposed = PolicySet::build(data, current.generation()).map_err(|e| e.to_string())?;
+    match lockout_decision(&current, &proposed, &subject, ip, &mfa, Utc::now().timestamp()) {
+        Some(decision) if lockout.confirm => {
+            eprintln!("warning: this change locks {admin} out from {ip} (confirmed):\n{decision}");
+            Ok(())
+        }
+        Some(decision) => Err(format!(
+            "refused: this change would lock {admin} out from {ip}:\n{decision}re-run with --confirm to apply it anyway"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn ranges_text(ranges: &[IpRange]) -> String {
+    ranges
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn ip_rule(config: &Config, command: IpRuleCommand) -> Result<(), String> {
+    let directory = directory(config).await?;
+    match command {
+        IpRuleCommand::Add {
+            name,
+            ranges,
+            scope,
+            lockout,
+        } => {
+            let scope = if scope.everyone {
+                RuleScope::Everyone
+            } else if !scope.roles.is_empty() {
+                RuleScope::Roles(scope.roles)
+            } else if !scope.groups.is_empty() {
+                RuleScope::Groups(scope.groups)
+            } else {
+                RuleScope::Users(scope.users)
+            };
+            let rule = IpRule {
+                name,
+                ranges,
+                scope,
+            };
+            rule.validate().map_err(|e| e.to_string())?;
+            let added = rule.clone();
+            check_lockout(&directory, &lockout, move |d| d.ip_rules.push(added)).await?;
+            directory
+                .add_ip_rule(&rule)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("added ip rule {} for {}", rule.name, rule.scope);
+        }
+        IpRuleCommand::List => {
+            for (rule, source) in directory.list_ip_rules().await.map_err(|e| e.to_string())? {
+                println!(
+                    "{}\t{}\t{}\t({source})",
+                    rule.name,
+                    rule.scope,
+                    ranges_text(&rule.ranges)
+                );
+            }
+        }
+        IpRuleCommand::Remove { name, lockout } => {
+            let gone = name.clone();
+            check_lockout(&directory, &lockout, move |d| {
+                d.ip_rules.retain(|r| r.name != gone)
+            })
+            .await?;
+            directory
+                .remove_ip_rule(&name)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("removed ip rule {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn policy(config: &Config, command: PolicyCommand) -> Result<(), String> {
+    let directory = directory(config).await?;
+    match command {
+        PolicyCommand::Add {
+            name,
+            settings,
+            lockout,
+        } => {
+            let mut p = SecurityPolicy::new(name);
+            settings.apply(&mut p);
+            p.validate().map_err(|e| e.to_string())?;
+            let added = p.clone();
+            check_lockout(&directory, &lockout, move |d| {
+                if added.is_default {
+                    d.policies.iter_mut().for_each(|x| x.is_default = false);
+                }
+                d.policies.push(added);
+            })
+            .await?;
+            directory.add_policy(&p).await.map_err(|e| e.to_string())?;
+            println!("added policy {}", p.name);
+        }
+        PolicyCommand::Update {
+            name,
+            settings,
+            no_mfa,
+            no_reauth,
+            no_ranges,
+            lockout,
+        } => {
+            let (mut p, _) = directory
+                .get_policy(&name)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("policy {name:?} not found"))?;
+            settings.apply(&mut p);
+            if no_mfa {
+                p.mfa_required = false;
+            }
+            if no_reauth {
+                p.reauth_interval_secs = None;
+            }
+            if no_ranges {
+                p.ip_ranges = None;
+            }
+            p.validate().map_err(|e| e.to_string())?;
+            let updated = p.clone();
+            check_lockout(&directory, &lockout, move |d| {
+                if updated.is_default {
+                    d.policies.iter_mut().for_each(|x| x.is_default = false);
+                }
+                d.policies.retain(|x| x.name != updated.name);
+                d.policies.push(updated);
+            })
+            .await?;
+            directory
+                .update_policy(&p)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("updated policy {}", p.name);
+        }
+        PolicyCommand::List => {
+            let assignments = directory
+                .list_policy_assignments()
+                .await
+                .map_err(|e| e.to_string())?;
+            for (p, source) in directory.list_policies().await.map_err(|e| e.to_string())? {
+                let methods: Vec<&str> = p.mfa_methods.iter().map(|m| m.as_str()).collect();
+                println!(
+                    "{}{}\tmfa {} ({})\tsession {}s, idle {}s\treauth {}\tpassword >= {}\tallowlist {}\t({source})",
+                    p.name,
+                    if p.is_default { " [default]" } else { "" },
+                    if p.mfa_required { "required" } else { "not required" },
+                    methods.join(", "),
+                    p.session_absolute_secs,
+                    p.session_idle_secs,
+                    p.reauth_interval_secs.map_or("-".to_owned(), |s| format!("{s}s")),
+                    p.password_min_length,
+                    p.ip_ranges.as_deref().map_or("-".to_owned(), ranges_text),
+                );
+                for (a, source) in assignments.iter().filter(|(a, _)| a.policy == p.name) {
+                    println!(
+                        "  assigned to {} (priority {})\t({source})",
+                        a.target, a.priority
+                    );
+                }
+            }
+        }
+        PolicyCommand::Remove { name, lockout } => {
+            let gone = name.clone();
+            check_lockout(&directory, &lockout, move |d| {
+                d.policies.retain(|p| p.name != gone);
+                d.assignments.retain(|a| a.policy != gone);
+            })
+            .await?;
+            let removed = directory
+                .remove_policy(&name)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("removed policy {name}");
+            for a in removed {
+                println!("  and its assignment to {}", a.target);
+            }
+        }
+        PolicyCommand::Assign {
+            name,
+            target,
+            priority,
+            lockout,
+        } => {
+            let assignment = PolicyAssignment {
+                policy: name,
+                target: target.target()?,
+                priority,
+            };
+            let added = assignment.clone();
+            check_lockout(&directory, &lockout, move |d| {
+                d.assignments.retain(|a| a.target != added.target);
+                d.assignments.push(added);
+            })
+            .await?;
+            directory
+                .assign_policy(&assignment)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "assigned policy {} to {}",
+                assignment.policy, assignment.target
+            );
+        }
+        PolicyCommand::Unassign { target, lockout } => {
+            let target = target.target()?;
+            let gone = target.clone();
+            check_lockout(&directory, &lockout, move |d| {
+                d.assignments.retain(|a| a.target != gone)
+            })
+            .await?;
+            if directory
+                .unassign_policy(&target)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!("removed the policy assignment of {target}");
+            } else {
+                println!("{target} had no policy assignment");
+            }
+        }
+        PolicyCommand::Explain {
+            user,
+            ip,
+            sp,
+            methods,
+        } => {
+            let subject = directory
+                .subject_of(&user)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("user {user:?} not found"))?;
+            if let Some(entity_id) = &sp {
+                if directory
+                    .get_sp(entity_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+                {
+                    return Err(format!("service provider {entity_id:?} not found"));
+                }
+            }
+            let set = directory
+                .load_policy_set()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mfa_available = directory
+                .mfa_available(&user)
+                .await
+                .map_err(|e| e.to_string())?;
+            let now = Utc::now().timestamp();
+            let methods = if methods.is_empty() {
+                vec![AuthnMethod::Password]
+            } else {
+                methods
+            };
+            let session = SessionFacts::fresh(methods, now);
+            let decision = set.decide(&AccessRequest {
+                subject: &subject,
+                ip,
+                sp: sp.as_deref(),
+                session: Some(&session),
+                mfa_available: &mfa_available,
+                now,
+            });
+            print!("{decision}");
+        }
+    }
+    Ok(())
+}
+
+async fn sp_access(config: &Config, command: SpAccessCommand) -> Result<(), String> {
+    let directory = directory(config).await?;
+    match command {
+        SpAccessCommand::Set {
+            entity_id,
+            ranges,
+            require_mfa,
+            mfa_within_secs,
+        } => {
+            let req = SpRequirement {
+                ip_ranges: (!ranges.is_empty()).then_some(ranges),
+                min: (require_mfa || mfa_within_secs.is_some()).then_some(Requirement {
+                    mfa: true,
+                    mfa_within_secs,
+                }),
+            };
+            if req.is_empty() {
+                return Err("nothing to set: give --range, --require-mfa or --mfa-within-secs (or use `sp-access clear`)".into());
+            }
+            directory
+                .set_sp_access(&entity_id, &req)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("set the access requirements of {entity_id}");
+        }
+        SpAccessCommand::Show { entity_id } => {
+            if directory
+                .get_sp(&entity_id)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                return Err(format!("service provider {entity_id:?} not found"));
+            }
+            match directory
+                .get_sp_access(&entity_id)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                None => {
+                    println!("{entity_id} requires nothing beyond its users' rules and policies")
+                }
+                Some(req) => {
+                    println!(
+                        "allowlist:    {}",
+                        req.ip_ranges.as_deref().map_or("-".to_owned(), ranges_text)
+                    );
+                    let min = match req.min {
+                        Some(Requirement {
+                            mfa: true,
+                            mfa_within_secs: Some(w),
+                        }) => format!("MFA within {w}s"),
+                        Some(Requirement {
+                            mfa: true,
+                            mfa_within_secs: None,
+                        }) => "MFA".to_owned(),
+                        _ => "-".to_owned(),
+                    };
+                    println!("minimum:      {min}");
+                }
+            }
+        }
+        SpAccessCommand::Clear { entity_id } => {
+            directory
+                .set_sp_access(&entity_id, &SpRequirement::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("cleared the access requirements of {entity_id}");
         }
     }
     Ok(())

@@ -17,7 +17,10 @@ fn tessera(dir: &Path, args: &[&str], stdin: &str) -> Output {
         .args(args)
         .current_dir(dir)
         .env_remove("TESSERA_CONFIG")
-        .env("TESSERA_DATABASE_URL", format!("sqlite://{}", dir.join("t.db").display()))
+        .env(
+            "TESSERA_DATABASE_URL",
+            format!("sqlite://{}", dir.join("t.db").display()),
+        )
         .env("TESSERA_CERTS_DIR", dir.join("certs"))
         .env("TESSERA_METADATA_DIR", dir.join("metadata"))
         .env("TESSERA_DATA_DIR", dir.join("data"))
@@ -27,19 +30,32 @@ fn tessera(dir: &Path, args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run tessera");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
 fn users_are_added_listed_disabled_and_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ok = tessera(d, &["user", "add", "alice", "--email", "alice@example.org"], "correct horse battery staple\n");
+    let ok = tessera(
+        d,
+        &["user", "add", "alice", "--email", "alice@example.org"],
+        "correct horse battery staple\n",
+    );
     assert!(ok.status.success(), "{}", text(&ok));
 
     let dup = tessera(d, &["user", "add", "alice"], "another long passphrase\n");
@@ -50,7 +66,11 @@ fn users_are_added_listed_disabled_and_errors_are_clear() {
     assert!(!weak.status.success());
     assert!(text(&weak).contains("password refused"), "{}", text(&weak));
     let list = tessera(d, &["user", "list"], "");
-    assert!(text(&list).contains("alice") && !text(&list).contains("bob"), "{}", text(&list));
+    assert!(
+        text(&list).contains("alice") && !text(&list).contains("bob"),
+        "{}",
+        text(&list)
+    );
 
     let disable = tessera(d, &["user", "disable", "alice"], "");
     assert!(disable.status.success(), "{}", text(&disable));
@@ -79,19 +99,34 @@ fn service_providers_from_metadata_with_clear_errors() {
     let bad = tessera(d, &["sp", "add", "bad.xml"], "");
     assert!(!bad.status.success());
     let message = text(&bad);
-    assert!(message.contains("AssertionConsumerService") && message.contains("Location"), "{message}");
+    assert!(
+        message.contains("AssertionConsumerService") && message.contains("Location"),
+        "{message}"
+    );
     let junk = tessera(d, &["sp", "add", "junk.xml"], "");
     assert!(!junk.status.success(), "{}", text(&junk));
     let plain_http = tessera(d, &["sp", "add", "http://127.0.0.1:1/metadata"], "");
     assert!(text(&plain_http).contains("https"), "{}", text(&plain_http));
 
     let show = tessera(d, &["sp", "show", "https://sp.example/saml"], "");
-    assert!(text(&show).contains("Payroll") && text(&show).contains("https://sp.example/acs"), "{}", text(&show));
-    tessera(d, &["user", "add", "alice"], "correct horse battery staple\n");
+    assert!(
+        text(&show).contains("Payroll") && text(&show).contains("https://sp.example/acs"),
+        "{}",
+        text(&show)
+    );
+    tessera(
+        d,
+        &["user", "add", "alice"],
+        "correct horse battery staple\n",
+    );
     let assign = tessera(d, &["sp", "assign", "https://sp.example/saml", "alice"], "");
     assert!(assign.status.success(), "{}", text(&assign));
     let user = tessera(d, &["user", "show", "alice"], "");
-    assert!(text(&user).contains("https://sp.example/saml"), "{}", text(&user));
+    assert!(
+        text(&user).contains("https://sp.example/saml"),
+        "{}",
+        text(&user)
+    );
     let remove = tessera(d, &["sp", "remove", "https://sp.example/saml"], "");
     assert!(remove.status.success(), "{}", text(&remove));
     assert!(!text(&tessera(d, &["sp", "list"], "")).contains("sp.example"));
@@ -104,9 +139,17 @@ fn keys_and_metadata() {
     let generate = tessera(d, &["keys", "generate", "--ec"], "");
     assert!(generate.status.success(), "{}", text(&generate));
     let list = tessera(d, &["keys", "list"], "");
-    assert!(text(&list).contains("current") && text(&list).contains("Ecdsa"), "{}", text(&list));
+    assert!(
+        text(&list).contains("current") && text(&list).contains("Ecdsa"),
+        "{}",
+        text(&list)
+    );
     let rotate = tessera(d, &["keys", "rotate"], "");
-    assert!(text(&rotate).contains("next key created"), "{}", text(&rotate));
+    assert!(
+        text(&rotate).contains("next key created"),
+        "{}",
+        text(&rotate)
+    );
     let metadata = tessera(d, &["metadata"], "");
     assert!(metadata.status.success(), "{}", text(&metadata));
     let xml = String::from_utf8(metadata.stdout).unwrap();

@@ -124,9 +124,14 @@ fn sp_key(kind: KeyKind) -> &'static SigningKey {
         KeyKind::EcP256 => &EC,
     };
     cell.get_or_init(|| {
-        generate_self_signed(kind, "sp.example.org", fixture_now() - Duration::days(1), 365)
-            .unwrap()
-            .0
+        generate_self_signed(
+            kind,
+            "sp.example.org",
+            fixture_now() - Duration::days(1),
+            365,
+        )
+        .unwrap()
+        .0
     })
 }
 
@@ -290,9 +295,18 @@ fn xmlsec1_verify(dir: &Path, xml: &str, cert_pem: &str, xpath: &str) -> Result<
     std::fs::write(&cert, cert_pem).unwrap();
     let out = Command::new("xmlsec1")
         .arg("--verify")
-        .args(["--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:protocol:Response"])
-        .args(["--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:assertion:Assertion"])
-        .args(["--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:metadata:EntityDescriptor"])
+        .args([
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:protocol:Response",
+        ])
+        .args([
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+        ])
+        .args([
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:metadata:EntityDescriptor",
+        ])
         .arg("--pubkey-cert-pem")
         .arg(&cert)
         .args(["--node-xpath", xpath])
@@ -364,6 +378,14 @@ fn samael_accepts(key: &SigningKey, xml: &str) -> samael::schema::Assertion {
         .unwrap_or_else(|e| panic!("samael refused the response: {e}\n{xml}"))
 }
 
+/// An attribute as (Name, NameFormat, FriendlyName, values), for comparing samael's view with ours.
+type AttributeView<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Vec<&'a str>,
+);
+
 /// Everything samael read must be what the assertion content said.
 fn check_samael_assertion(a: &samael::schema::Assertion, c: &AssertionContent) {
     assert_eq!(a.id, c.assertion_id);
@@ -423,7 +445,7 @@ fn check_samael_assertion(a: &samael::schema::Assertion, c: &AssertionContent) {
         .and_then(|ctx| ctx.value.as_ref())
         .and_then(|r| r.value.as_deref());
     assert_eq!(class, Some(c.authn_context_class_ref.as_str()));
-    let got: Vec<(Option<&str>, Option<&str>, Option<&str>, Vec<&str>)> = a
+    let got: Vec<AttributeView<'_>> = a
         .attribute_statements
         .iter()
         .flatten()
@@ -440,7 +462,7 @@ fn check_samael_assertion(a: &samael::schema::Assertion, c: &AssertionContent) {
             )
         })
         .collect();
-    let want: Vec<(Option<&str>, Option<&str>, Option<&str>, Vec<&str>)> = c
+    let want: Vec<AttributeView<'_>> = c
         .attributes
         .iter()
         .map(|attr| {
@@ -477,7 +499,12 @@ fn check_assertion_placement(assertion: &Element, target: SignatureTarget) {
     if signs_assertion(target) {
         want.push("Signature");
     }
-    want.extend(["Subject", "Conditions", "AuthnStatement", "AttributeStatement"]);
+    want.extend([
+        "Subject",
+        "Conditions",
+        "AuthnStatement",
+        "AttributeStatement",
+    ]);
     assert_eq!(names, want, "{target:?} Assertion children");
 }
 
@@ -492,7 +519,9 @@ fn check_signature_profile(doc: &Element, algorithm: &str) -> usize {
         count += 1;
         let si = sig.child(ns::DS, "SignedInfo").unwrap();
         assert_eq!(
-            si.child(ns::DS, "SignatureMethod").unwrap().attr("Algorithm"),
+            si.child(ns::DS, "SignatureMethod")
+                .unwrap()
+                .attr("Algorithm"),
             Some(algorithm)
         );
         let reference = si.child(ns::DS, "Reference").unwrap();
@@ -530,20 +559,29 @@ fn signed_responses_interoperate(kind: KeyKind) {
         let xml = build_response(&c, &idp.key, target, None).unwrap();
         let doc = parse_doc(&xml);
         check_signature_placement(&doc, target, false);
-        let expected_signatures = usize::from(signs_assertion(target)) + usize::from(signs_response(target));
+        let expected_signatures =
+            usize::from(signs_assertion(target)) + usize::from(signs_response(target));
         assert_eq!(
             check_signature_profile(&doc, algorithm_uri(kind)),
             expected_signatures
         );
         if signs_response(target) {
-            xmlsec1_verify(dir.path(), &xml, &idp.cert_pem, XPATH_RESPONSE_SIG).unwrap_or_else(|e| {
-                panic!("{kind:?} {target:?}: xmlsec1 refused the Response signature: {e}\n{xml}")
-            });
+            xmlsec1_verify(dir.path(), &xml, &idp.cert_pem, XPATH_RESPONSE_SIG).unwrap_or_else(
+                |e| {
+                    panic!(
+                        "{kind:?} {target:?}: xmlsec1 refused the Response signature: {e}\n{xml}"
+                    )
+                },
+            );
         }
         if signs_assertion(target) {
-            xmlsec1_verify(dir.path(), &xml, &idp.cert_pem, XPATH_ASSERTION_SIG).unwrap_or_else(|e| {
-                panic!("{kind:?} {target:?}: xmlsec1 refused the Assertion signature: {e}\n{xml}")
-            });
+            xmlsec1_verify(dir.path(), &xml, &idp.cert_pem, XPATH_ASSERTION_SIG).unwrap_or_else(
+                |e| {
+                    panic!(
+                        "{kind:?} {target:?}: xmlsec1 refused the Assertion signature: {e}\n{xml}"
+                    )
+                },
+            );
         }
         let assertion = samael_accepts(&idp.key, &xml);
         check_samael_assertion(&assertion, &c);
@@ -651,16 +689,23 @@ fn encrypted_assertions_are_decrypted_and_verified_by_xmlsec1_and_samael() {
                 let xml = build_response(&c, &idp.key, target, Some(&encrypt)).unwrap();
                 let doc = parse_doc(&xml);
                 check_signature_placement(&doc, target, true);
-                assert!(!xml.contains("alice@example.org"), "{label}: plaintext leaked");
+                assert!(
+                    !xml.contains("alice@example.org"),
+                    "{label}: plaintext leaked"
+                );
                 let encrypted = doc.child(ns::SAML, "EncryptedAssertion").unwrap();
                 let data = encrypted.child(ns::XENC, "EncryptedData").unwrap();
                 assert_eq!(
-                    data.child(ns::XENC, "EncryptionMethod").unwrap().attr("Algorithm"),
+                    data.child(ns::XENC, "EncryptionMethod")
+                        .unwrap()
+                        .attr("Algorithm"),
                     Some(method.uri())
                 );
                 if signs_response(target) {
                     xmlsec1_verify(dir.path(), &xml, &idp.cert_pem, XPATH_RESPONSE_SIG)
-                        .unwrap_or_else(|e| panic!("{label}: xmlsec1 refused the Response signature: {e}"));
+                        .unwrap_or_else(|e| {
+                            panic!("{label}: xmlsec1 refused the Response signature: {e}")
+                        });
                 }
                 // xmlsec1 decrypts (replacing EncryptedData by the Assertion), then verifies the
                 // assertion's own signature, made before encryption (saml-core 6.2).
@@ -670,12 +715,18 @@ fn encrypted_assertions_are_decrypted_and_verified_by_xmlsec1_and_samael() {
                 let assertion = decrypted_doc
                     .child(ns::SAML, "EncryptedAssertion")
                     .and_then(|e| e.child(ns::SAML, "Assertion"))
-                    .unwrap_or_else(|| panic!("{label}: no Assertion after decryption: {decrypted}"));
+                    .unwrap_or_else(|| {
+                        panic!("{label}: no Assertion after decryption: {decrypted}")
+                    });
                 assert_eq!(assertion.attr("ID"), Some(c.assertion_id.as_str()));
                 check_assertion_placement(assertion, target);
                 if signs_assertion(target) {
                     xmlsec1_verify(dir.path(), &decrypted, &idp.cert_pem, XPATH_ASSERTION_SIG)
-                        .unwrap_or_else(|e| panic!("{label}: xmlsec1 refused the decrypted Assertion's signature: {e}"));
+                        .unwrap_or_else(|e| {
+                            panic!(
+                                "{label}: xmlsec1 refused the decrypted Assertion's signature: {e}"
+                            )
+                        });
                 }
                 // samael 0.0.22 decrypts aes128-cbc and aes128-gcm only, and checks signatures before it
                 // decrypts, so it can only accept an encrypted assertion inside a signed Response.
@@ -696,15 +747,31 @@ fn every_name_id_format_arrives_as_issued() {
 
     // saml-core 8.3.7: persistent identifiers are opaque, stable per user and SP, different per SP.
     let alice_here = persistent_name_id(secret, "user-42", SP).unwrap();
-    assert_eq!(alice_here, persistent_name_id(secret, "user-42", SP).unwrap());
-    assert_ne!(alice_here, persistent_name_id(secret, "user-42", OTHER_SP).unwrap());
-    assert_ne!(alice_here, persistent_name_id(secret, "user-43", SP).unwrap());
-    assert_ne!(alice_here, persistent_name_id(b"another secret", "user-42", SP).unwrap());
+    assert_eq!(
+        alice_here,
+        persistent_name_id(secret, "user-42", SP).unwrap()
+    );
+    assert_ne!(
+        alice_here,
+        persistent_name_id(secret, "user-42", OTHER_SP).unwrap()
+    );
+    assert_ne!(
+        alice_here,
+        persistent_name_id(secret, "user-43", SP).unwrap()
+    );
+    assert_ne!(
+        alice_here,
+        persistent_name_id(b"another secret", "user-42", SP).unwrap()
+    );
     assert!(!alice_here.contains("user-42") && !alice_here.contains("example"));
     assert_eq!(alice_here.len(), 64);
 
     let cases = [
-        (NameIdFormat::EmailAddress, EMAIL, "alice@example.org".to_owned()),
+        (
+            NameIdFormat::EmailAddress,
+            EMAIL,
+            "alice@example.org".to_owned(),
+        ),
         (NameIdFormat::Persistent, PERSISTENT, alice_here.clone()),
         (NameIdFormat::Transient, TRANSIENT, fresh_id()),
         (NameIdFormat::Unspecified, UNSPECIFIED, "alice".to_owned()),
@@ -717,7 +784,10 @@ fn every_name_id_format_arrives_as_issued() {
         let a = samael_accepts(&idp.key, &xml);
         check_samael_assertion(&a, &c);
         let nid = a.subject.unwrap().name_id.unwrap();
-        assert_eq!((nid.format.as_deref(), nid.value.as_str()), (Some(uri), value.as_str()));
+        assert_eq!(
+            (nid.format.as_deref(), nid.value.as_str()),
+            (Some(uri), value.as_str())
+        );
         // SPNameQualifier names the SP for the identifiers scoped to it (saml-core 2.2.2, 8.3.7).
         let doc = parse_doc(&xml);
         let our_nid = doc
@@ -749,7 +819,11 @@ fn authn_context_class_refs_for_password_and_mfa() {
     assert_eq!(class_ref::REFEDS_MFA, MFA);
     let idp = idp_key(KeyKind::Rsa2048);
     for class in [PPT, MFA] {
-        let c = content(name_id("alice@example.org", NameIdFormat::EmailAddress), class, attributes());
+        let c = content(
+            name_id("alice@example.org", NameIdFormat::EmailAddress),
+            class,
+            attributes(),
+        );
         let xml = build_response(&c, &idp.key, SignatureTarget::Assertion, None).unwrap();
         let a = samael_accepts(&idp.key, &xml);
         check_samael_assertion(&a, &c);
@@ -765,7 +839,13 @@ fn without_attributes_there_is_no_empty_attribute_statement() {
     let doc = parse_doc(&xml);
     assert_eq!(
         local_names(doc.child(ns::SAML, "Assertion").unwrap()),
-        ["Issuer", "Signature", "Subject", "Conditions", "AuthnStatement"]
+        [
+            "Issuer",
+            "Signature",
+            "Subject",
+            "Conditions",
+            "AuthnStatement"
+        ]
     );
     let a = samael_accepts(&idp.key, &xml);
     assert!(a.attribute_statements.is_none());
@@ -853,7 +933,11 @@ fn error_responses_carry_both_status_levels_and_verify() {
             assert!(nested[0].is(ns::SAMLP, "StatusCode"));
             assert_eq!(nested[0].attr("Value"), Some(second));
             assert_eq!(
-                status_el.child(ns::SAMLP, "StatusMessage").unwrap().text().unwrap(),
+                status_el
+                    .child(ns::SAMLP, "StatusMessage")
+                    .unwrap()
+                    .text()
+                    .unwrap(),
                 "Sign-in could not be completed"
             );
             assert_eq!(check_signature_profile(&doc, algorithm_uri(kind)), 1);
@@ -872,7 +956,14 @@ fn error_responses_carry_both_status_levels_and_verify() {
                 other => panic!("{second}: samael said {other:?}"),
             }
             // And our own reader of statuses reads back what was written.
-            assert_eq!(Status::from_element(status_el).unwrap().second.unwrap().uri(), second);
+            assert_eq!(
+                Status::from_element(status_el)
+                    .unwrap()
+                    .second
+                    .unwrap()
+                    .uri(),
+                second
+            );
         }
     }
 }
@@ -882,7 +973,8 @@ fn idp_metadata_signature_verifies_and_samael_reads_it() {
     let dir = tempfile::tempdir().unwrap();
     for kind in KINDS {
         let idp = idp_key(kind);
-        let md = build_idp_metadata(&idp_metadata(&idp.key), "_tessera-md-1", Some(&idp.key)).unwrap();
+        let md =
+            build_idp_metadata(&idp_metadata(&idp.key), "_tessera-md-1", Some(&idp.key)).unwrap();
         let doc = parse_doc(&md);
         // saml-metadata 2.3.2: the Signature is the EntityDescriptor's first child.
         assert_eq!(local_names(&doc), ["Signature", "IDPSSODescriptor"]);
@@ -993,7 +1085,10 @@ fn verify_post(xml: &str, keys: &[PKey<Public>]) -> Result<Trust, EnvelopeError>
 /// Every signature-wrapping and reference trick on one signed request (from any signer).
 fn xsw_suite(signed: &str, keys: &[PKey<Public>]) {
     // The control: the untouched request verifies, on the very tree its fields are read from.
-    assert!(matches!(verify_post(signed, keys), Ok(Trust::XmlSignature(_))));
+    assert!(matches!(
+        verify_post(signed, keys),
+        Ok(Trust::XmlSignature(_))
+    ));
     let (original, sig) = take_signature(signed);
     let id = original.attr("ID").unwrap().to_owned();
 
@@ -1002,14 +1097,20 @@ fn xsw_suite(signed: &str, keys: &[PKey<Public>]) {
     let wrapped = evil_root("_evil")
         .with_child(sig.clone())
         .with_child(extensions(original.clone()));
-    assert_refused!(verify_post(&wrapped.to_xml(), keys), EnvelopeError::Signature(SigError::ReferenceNotRoot));
+    assert_refused!(
+        verify_post(&wrapped.to_xml(), keys),
+        EnvelopeError::Signature(SigError::ReferenceNotRoot)
+    );
 
     // XSW: the original inside the Signature's ds:Object (the classic XSW #1 shape).
     let object = Element::new("ds", "Object", ns::DS).with_child(original.clone());
     let wrapped = evil_root("_evil")
         .with_child(sig.clone().with_child(object))
         .with_child(Element::new("samlp", "NameIDPolicy", ns::SAMLP));
-    assert_refused!(verify_post(&wrapped.to_xml(), keys), EnvelopeError::Signature(SigError::MalformedSignature(_)));
+    assert_refused!(
+        verify_post(&wrapped.to_xml(), keys),
+        EnvelopeError::Signature(SigError::MalformedSignature(_))
+    );
 
     // Moved signature: to the end of the request, out of its schema place after Issuer.
     let mut moved = original.clone();
@@ -1020,7 +1121,10 @@ fn xsw_suite(signed: &str, keys: &[PKey<Public>]) {
     );
     // Moved signature: the intact signed original wrapped whole; the new root is not signed at all.
     let wrapped = evil_root("_evil").with_child(extensions(parse_doc(signed)));
-    assert_refused!(verify_post(&wrapped.to_xml(), keys), EnvelopeError::SignatureRequired);
+    assert_refused!(
+        verify_post(&wrapped.to_xml(), keys),
+        EnvelopeError::SignatureRequired
+    );
 
     // Duplicate IDs: the attacker's root takes the original's ID so the Reference seems to fit.
     let same_id = evil_root(&id)
@@ -1060,14 +1164,23 @@ fn xsw_suite(signed: &str, keys: &[PKey<Public>]) {
     // A Reference pointing elsewhere: another ID, or the whole document.
     let elsewhere = signed.replacen(&format!("URI=\"#{id}\""), "URI=\"#_elsewhere\"", 1);
     assert_ne!(elsewhere, signed);
-    assert_refused!(verify_post(&elsewhere, keys), EnvelopeError::Signature(SigError::ReferenceNotRoot));
+    assert_refused!(
+        verify_post(&elsewhere, keys),
+        EnvelopeError::Signature(SigError::ReferenceNotRoot)
+    );
     let whole = signed.replacen(&format!("URI=\"#{id}\""), "URI=\"\"", 1);
-    assert_refused!(verify_post(&whole, keys), EnvelopeError::Signature(SigError::ReferenceNotRoot));
+    assert_refused!(
+        verify_post(&whole, keys),
+        EnvelopeError::Signature(SigError::ReferenceNotRoot)
+    );
 
     // And a plain change after signing breaks the digest.
     let changed = signed.replacen(PERSISTENT, TRANSIENT, 1);
     assert_ne!(changed, signed);
-    assert_refused!(verify_post(&changed, keys), EnvelopeError::Signature(SigError::DigestMismatch));
+    assert_refused!(
+        verify_post(&changed, keys),
+        EnvelopeError::Signature(SigError::DigestMismatch)
+    );
 }
 
 #[test]
@@ -1081,7 +1194,10 @@ fn xsw_variants_on_requests_signed_by_tessera_are_refused() {
 #[test]
 fn xsw_variants_on_a_request_signed_by_xmlsec1_are_refused() {
     // The same attacks on a request whose signature an independent signer made.
-    xsw_suite(&fixture_str("authn-request-xmlsec1-signed.xml"), &fixture_sp_keys());
+    xsw_suite(
+        &fixture_str("authn-request-xmlsec1-signed.xml"),
+        &fixture_sp_keys(),
+    );
 }
 
 #[test]
@@ -1089,14 +1205,20 @@ fn wrong_key_is_refused() {
     let xml = signed_request(sp_key(KeyKind::Rsa2048));
     let (other, _, _) =
         generate_self_signed(KeyKind::Rsa2048, "someone-else", fixture_now(), 1).unwrap();
-    assert_refused!(verify_post(&xml, &public(&other)), EnvelopeError::Signature(SigError::BadSignature));
+    assert_refused!(
+        verify_post(&xml, &public(&other)),
+        EnvelopeError::Signature(SigError::BadSignature)
+    );
     // A key of the other family cannot verify an RSA signature either.
     assert_refused!(
         verify_post(&xml, &public(sp_key(KeyKind::EcP256))),
         EnvelopeError::Signature(SigError::BadSignature)
     );
     // No key at all (metadata without a signing certificate).
-    assert_refused!(verify_post(&xml, &[]), EnvelopeError::Signature(SigError::NoTrustedKeys));
+    assert_refused!(
+        verify_post(&xml, &[]),
+        EnvelopeError::Signature(SigError::NoTrustedKeys)
+    );
 }
 
 /// The request signed with rsa-sha1 instead (digest unchanged), by re-signing the SignedInfo.
@@ -1109,13 +1231,18 @@ fn sha1_signed_request(key: &SigningKey) -> String {
         .unwrap();
     let signed_info = sig.child(ns::DS, "SignedInfo").unwrap().clone();
     let value = SignatureAlgorithm::RsaSha1
-        .sign(key.private_key(), &canonicalize(&signed_info, &Options::default()))
+        .sign(
+            key.private_key(),
+            &canonicalize(&signed_info, &Options::default()),
+        )
         .unwrap();
     let sv = sig
         .elements_mut()
         .find(|e| e.is(ns::DS, "SignatureValue"))
         .unwrap();
-    sv.children = vec![Node::Text(base64::engine::general_purpose::STANDARD.encode(value))];
+    sv.children = vec![Node::Text(
+        base64::engine::general_purpose::STANDARD.encode(value),
+    )];
     doc.to_xml()
 }
 
@@ -1133,7 +1260,9 @@ fn disallowed_signature_algorithms_are_refused() {
         .unwrap()
         .verify_post(&keys, &VerifyPolicy { allow_sha1: true }, true)
         .unwrap();
-    assert!(matches!(allowed.trust(), Trust::XmlSignature(v) if v.algorithm == SignatureAlgorithm::RsaSha1));
+    assert!(
+        matches!(allowed.trust(), Trust::XmlSignature(v) if v.algorithm == SignatureAlgorithm::RsaSha1)
+    );
 
     // HMAC (a shared-secret "signature", and CVE-2009-0217's HMACOutputLength) is never accepted.
     let hmac = signed_request(key).replacen(RSA_SHA256, HMAC_SHA1, 1);
@@ -1152,7 +1281,14 @@ fn disallowed_signature_algorithms_are_refused() {
     );
 
     // The same rules for HTTP-Redirect: rsa-sha1 decodes but does not verify unless allowed...
-    let unsigned = encode_redirect(MessageKind::Request, sp_request("_rd1").to_xml().as_bytes(), None, SSO, None).unwrap();
+    let unsigned = encode_redirect(
+        MessageKind::Request,
+        sp_request("_rd1").to_xml().as_bytes(),
+        None,
+        SSO,
+        None,
+    )
+    .unwrap();
     let query = unsigned.split_once('?').unwrap().1;
     let alg: String = url::form_urlencoded::byte_serialize(RSA_SHA1.as_bytes()).collect();
     let signed_part = format!("{query}&SigAlg={alg}");
@@ -1160,7 +1296,9 @@ fn disallowed_signature_algorithms_are_refused() {
         .sign(key.private_key(), signed_part.as_bytes())
         .unwrap();
     let b64: String = url::form_urlencoded::byte_serialize(
-        base64::engine::general_purpose::STANDARD.encode(value).as_bytes(),
+        base64::engine::general_purpose::STANDARD
+            .encode(value)
+            .as_bytes(),
     )
     .collect();
     let sha1_query = format!("{signed_part}&Signature={b64}");
@@ -1264,7 +1402,7 @@ fn truncated_payloads_are_refused() {
     // HTTP-POST carries base64 without DEFLATE.
     let full = base64::engine::general_purpose::STANDARD.encode(sp_request("_p1").to_xml());
     let truncated: String =
-        url::form_urlencoded::byte_serialize(full[..full.len() - 3].as_bytes()).collect();
+        url::form_urlencoded::byte_serialize(&full.as_bytes()[..full.len() - 3]).collect();
     assert_eq!(
         decode_post(format!("SAMLRequest={truncated}").as_bytes(), &limits),
         Err(binding::Error::BadBase64("SAMLRequest"))
@@ -1292,7 +1430,8 @@ fn verify_redirect_fixture(query: &[u8]) -> Result<(String, Option<String>), Env
 #[test]
 fn redirect_signatures_over_lowercase_percent_encoding_and_pct20_spaces_verify() {
     // Signed by the openssl CLI over octets with lowercase hex (RFC 3986 2.1 allows either case).
-    let (id, relay) = verify_redirect_fixture(&fixture("redirect-lowercase-percent.query")).unwrap();
+    let (id, relay) =
+        verify_redirect_fixture(&fixture("redirect-lowercase-percent.query")).unwrap();
     assert_eq!(id, "_lower1");
     assert_eq!(relay.as_deref(), Some("a b/c"));
     // Spaces written `%20` rather than `+`.
@@ -1304,7 +1443,10 @@ fn redirect_signatures_over_lowercase_percent_encoding_and_pct20_spaces_verify()
 #[test]
 fn redirect_signature_without_sig_alg_is_refused() {
     assert_eq!(
-        decode_redirect(&fixture("redirect-missing-sigalg.query"), &binding::Limits::DEFAULT),
+        decode_redirect(
+            &fixture("redirect-missing-sigalg.query"),
+            &binding::Limits::DEFAULT
+        ),
         Err(binding::Error::MissingSigAlg)
     );
 }
@@ -1332,14 +1474,21 @@ fn samael_flaw_xsw_accepted_tessera_refuses_a_signature_wrapped_authn_request() 
     );
     // ... is never trusted, whichever door is tried.
     assert_refused!(
-        unverified.clone().verify_post(&public(key), &VerifyPolicy::default(), true),
+        unverified
+            .clone()
+            .verify_post(&public(key), &VerifyPolicy::default(), true),
         EnvelopeError::Signature(SigError::ReferenceNotRoot)
     );
     assert_refused!(
-        unverified.clone().verify_post(&public(key), &VerifyPolicy::default(), false),
+        unverified
+            .clone()
+            .verify_post(&public(key), &VerifyPolicy::default(), false),
         EnvelopeError::Signature(SigError::ReferenceNotRoot)
     );
-    assert_refused!(unverified.accept_unsigned(false), EnvelopeError::SignatureNotChecked);
+    assert_refused!(
+        unverified.accept_unsigned(false),
+        EnvelopeError::SignatureNotChecked
+    );
 }
 
 #[test]
@@ -1347,7 +1496,8 @@ fn samael_flaw_unescaped_output_tessera_escapes_markup_in_name_id_and_attributes
     // samael's builder writes element text and attribute values without escaping. A user-controlled
     // NameID or attribute value with markup would become elements; ours arrive exactly as stored.
     let idp = idp_key(KeyKind::Rsa2048);
-    let nasty_name = r#"x</saml:NameID><saml:NameID>admin@example.org</saml:NameID><!-- & "q" 'a' <&>"'"#;
+    let nasty_name =
+        r#"x</saml:NameID><saml:NameID>admin@example.org</saml:NameID><!-- & "q" 'a' <&>"'"#;
     let nasty_value = r#"<saml:AttributeValue>admin</saml:AttributeValue> & "q" 'a' <&>"' ]]>"#;
     let nasty_attr_name = r#"role"<evil a='1'>&amp;"#;
     let c = content(
@@ -1402,7 +1552,10 @@ fn samael_flaw_reencoded_redirect_tessera_verifies_the_octets_received() {
     // samael's redirect-binding verifier re-encodes the decoded parameters, so a signature over any
     // other (valid) encoding fails there. Tessera verifies the octets as received ...
     let lower = fixture_str("redirect-lowercase-percent.query");
-    assert!(lower.contains("%2f") && !lower.contains("%2F"), "fixture is lowercase");
+    assert!(
+        lower.contains("%2f") && !lower.contains("%2F"),
+        "fixture is lowercase"
+    );
     verify_redirect_fixture(lower.as_bytes()).unwrap();
     // ... and exactly those: the same values re-encoded (uppercase hex, `+` for space) decode to the
     // same message but are not what was signed.
@@ -1438,12 +1591,16 @@ fn samael_flaw_sha1_fixed_format_no_expiry_tessera_response_profile() {
                 .child(ns::SAML, "Assertion")
                 .and_then(|a| a.child(ns::SAML, "Subject"))
                 .unwrap();
-            assert_eq!(subject.child(ns::SAML, "NameID").unwrap().attr("Format"), Some(uri));
+            assert_eq!(
+                subject.child(ns::SAML, "NameID").unwrap().attr("Format"),
+                Some(uri)
+            );
             let data = subject
                 .child(ns::SAML, "SubjectConfirmation")
                 .and_then(|s| s.child(ns::SAML, "SubjectConfirmationData"))
                 .unwrap();
-            let expected = response::format_instant(c.issue_instant + Duration::seconds(LIFETIME_SECS));
+            let expected =
+                response::format_instant(c.issue_instant + Duration::seconds(LIFETIME_SECS));
             assert_eq!(data.attr("NotOnOrAfter"), Some(expected.as_str()));
             assert_eq!(data.attr("Recipient"), Some(ACS));
             assert_eq!(data.attr("InResponseTo"), Some(REQUEST_ID));
@@ -1460,8 +1617,57 @@ fn every_hostile_fixture_is_documented() {
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        assert!(readme.contains(&format!("hostile/{name}")), "{name} is not described in tests/fixtures/README.md");
+        assert!(
+            readme.contains(&format!("hostile/{name}")),
+            "{name} is not described in tests/fixtures/README.md"
+        );
         seen += 1;
     }
     assert!(seen >= 14);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Regressions: bugs this suite and the fuzz targets (fuzz/) found, one test each
+// ---------------------------------------------------------------------------------------------------
+
+#[test]
+fn redirect_signature_is_tried_with_every_key_of_the_family() {
+    // Found while writing this suite: `RedirectSignature::verify` returned BadSignature as soon as one
+    // EC key of another curve could not parse the value, so an SP that lists a P-384 key before the
+    // P-256 key it signs with (a curve rollover) had every Redirect request refused.
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::nid::Nid;
+    let signer = sp_key(KeyKind::EcP256);
+    let url = encode_redirect(
+        MessageKind::Request,
+        sp_request("_ec1").to_xml().as_bytes(),
+        Some("rs"),
+        SSO,
+        Some((signer.private_key(), SignatureAlgorithm::EcdsaSha256)),
+    )
+    .unwrap();
+    let message = decode_redirect(
+        url.split_once('?').unwrap().1.as_bytes(),
+        &binding::Limits::DEFAULT,
+    )
+    .unwrap();
+    let signature = message.signature.unwrap();
+    let p384 = EcKey::generate(&EcGroup::from_curve_name(Nid::SECP384R1).unwrap()).unwrap();
+    let p384 = PKey::public_key_from_der(
+        &PKey::from_ec_key(p384)
+            .unwrap()
+            .public_key_to_der()
+            .unwrap(),
+    )
+    .unwrap();
+    let p256 = public(signer).remove(0);
+    assert_eq!(
+        signature.verify(&[p384.clone(), p256.clone()], false),
+        Ok(())
+    );
+    assert_eq!(signature.verify(&[p256, p384.clone()], false), Ok(()));
+    assert_eq!(
+        signature.verify(&[p384], false),
+        Err(binding::Error::BadSignature)
+    );
 }

@@ -405,9 +405,18 @@ async fn conformance_bad_durations_are_rejected(store: Arc<dyn SessionStore>) {
 async fn conformance_temp_values_expire_and_delete(store: Arc<dyn SessionStore>) {
     let ttl = Duration::from_millis(600);
     let start = Instant::now();
-    store.put_temp("pending", "h1", "{\"a\":1}", ttl).await.unwrap();
-    store.put_temp("pending", "h2", "two", MINUTE).await.unwrap();
-    assert_eq!(store.get_temp("pending", "h1").await.unwrap().as_deref(), Some("{\"a\":1}"));
+    store
+        .put_temp("pending", "h1", "{\"a\":1}", ttl)
+        .await
+        .unwrap();
+    store
+        .put_temp("pending", "h2", "two", MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_temp("pending", "h1").await.unwrap().as_deref(),
+        Some("{\"a\":1}")
+    );
     assert_eq!(store.get_temp("other", "h1").await.unwrap(), None);
     store.delete_temp("pending", "h2").await.unwrap();
     assert_eq!(store.get_temp("pending", "h2").await.unwrap(), None);

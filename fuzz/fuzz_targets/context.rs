@@ -2,6 +2,7 @@
 //! (the test fixture `tests/fixtures/metadata/sp-signing.crt`, whose private key signed the seeds), so
 //! that seeded signatures are checked for real and runs are reproducible.
 
+#![allow(dead_code)] // each target uses only part of it
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};

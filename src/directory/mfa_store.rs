@@ -183,12 +183,10 @@ fn step_to_db(step: u64) -> i64 {
 /// Maps a foreign-key violation on `user_id` to "no such user"; other errors as usual.
 fn user_error(e: sqlx::Error, user_id: i64) -> Error {
     match &e {
-        sqlx::Error::Database(d) if d.kind() == ErrorKind::ForeignKeyViolation => {
-            Error::NotFound {
-                kind: EntryKind::User,
-                name: format!("id {user_id}"),
-            }
-        }
+        sqlx::Error::Database(d) if d.kind() == ErrorKind::ForeignKeyViolation => Error::NotFound {
+            kind: EntryKind::User,
+            name: format!("id {user_id}"),
+        },
         _ => db_error(e),
     }
 }
@@ -266,7 +264,11 @@ impl Directory {
     /// Starts (or restarts) a TOTP enrolment: stores `sealed_secret` as the user's pending secret,
     /// replacing any earlier pending one. An active factor stays active until the new one is
     /// confirmed. [`Error::NotFound`] if the user does not exist.
-    pub async fn begin_totp_enrolment(&self, user_id: i64, sealed_secret: &str) -> Result<(), Error> {
+    pub async fn begin_totp_enrolment(
+        &self,
+        user_id: i64,
+        sealed_secret: &str,
+    ) -> Result<(), Error> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1 AND state = 'pending'")
             .bind(user_id)
@@ -346,11 +348,13 @@ impl Directory {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        sqlx::query("UPDATE mfa_totp SET state = 'active' WHERE user_id = $1 AND state = 'pending'")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+        sqlx::query(
+            "UPDATE mfa_totp SET state = 'active' WHERE user_id = $1 AND state = 'pending'",
+        )
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
         record_event(
             &mut tx,
             user_id,
@@ -588,7 +592,10 @@ impl Directory {
     }
 
     /// The user's WebAuthn credentials, sorted by name.
-    pub async fn webauthn_credentials(&self, user_id: i64) -> Result<Vec<WebauthnCredential>, Error> {
+    pub async fn webauthn_credentials(
+        &self,
+        user_id: i64,
+    ) -> Result<Vec<WebauthnCredential>, Error> {
         let rows = sqlx::query(&format!(
             "SELECT {CREDENTIAL_COLUMNS} FROM mfa_webauthn WHERE user_id = $1 ORDER BY name"
         ))
@@ -652,7 +659,11 @@ impl Directory {
     /// Removes every factor of the user (TOTP, pending enrolment, WebAuthn credentials, recovery
     /// codes) and records `reset` with what was removed, in one transaction. An event is recorded
     /// even when there was nothing to remove: the administrator's action is what is audited.
-    pub async fn reset_factors(&self, user_id: i64, actor: &MfaActor) -> Result<FactorReset, Error> {
+    pub async fn reset_factors(
+        &self,
+        user_id: i64,
+        actor: &MfaActor,
+    ) -> Result<FactorReset, Error> {
         let at = now();
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let active = sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1 AND state = 'active'")

@@ -10,6 +10,7 @@
 
 mod mfa_store;
 mod password;
+mod policy_store;
 mod service_providers;
 mod users;
 
@@ -24,6 +25,7 @@ pub use mfa_store::{
     FactorReset, Factors, MfaAction, MfaActor, MfaEvent, TotpFactor, WebauthnCredential,
 };
 pub use password::{weak_password_reason, PasswordHasher, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
+pub use policy_store::{DeclarationsApplied, ManagedBy};
 pub use service_providers::{
     AttributeRelease, MetadataUpsert, NewServiceProvider, ServiceProvider, SpSettings,
     ATTRNAME_FORMAT_BASIC, ATTRNAME_FORMAT_UNSPECIFIED, ATTRNAME_FORMAT_URI, MAX_ENTITY_ID_CHARS,
@@ -51,6 +53,10 @@ pub enum EntryKind {
     Role,
     /// A service provider, named by entityID.
     ServiceProvider,
+    /// An IP allowlist rule, named by rule name.
+    IpRule,
+    /// A security policy, named by policy name.
+    Policy,
 }
 
 impl std::fmt::Display for EntryKind {
@@ -60,6 +66,8 @@ impl std::fmt::Display for EntryKind {
             EntryKind::Group => "group",
             EntryKind::Role => "role",
             EntryKind::ServiceProvider => "service provider",
+            EntryKind::IpRule => "ip rule",
+            EntryKind::Policy => "policy",
         })
     }
 }
@@ -133,6 +141,20 @@ pub enum Error {
     /// A stored password hash is not an argon2 PHC string.
     #[error("a stored password hash is corrupt")]
     CorruptPasswordHash,
+    /// An access-policy item is invalid, inconsistent, or names an unknown user, group or role.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::Error),
+    /// An access-policy item with this name already exists.
+    #[error("{0} already exists")]
+    AlreadyExists(crate::policy::Item),
+    /// The access-policy item is declared in tessera.toml, which is its source of truth.
+    #[error("{0} is declared in tessera.toml; change it there")]
+    ManagedByConfig(crate::policy::Item),
+    /// A tessera.toml declaration collides with an item managed from the CLI.
+    #[error(
+        "{0} already exists and is managed from the CLI; remove it there or rename the declaration"
+    )]
+    ManagedByCli(crate::policy::Item),
     /// Hashing failed or the blocking task running it died.
     #[error("password hashing failed: {0}")]
     PasswordHashing(String),

@@ -1,10 +1,11 @@
-//! Second factors: TOTP authenticator apps and single-use recovery codes.
+//! Second factors: TOTP authenticator apps, WebAuthn authenticators and single-use recovery codes.
 //!
 //! The pieces, from the bottom up:
 //! - [`seal`]: the configured [`MfaKey`], which encrypts TOTP secrets at rest (AES-256-GCM) and
 //!   keys the recovery-code hashes;
 //! - [`totp`]: RFC 6238 codes, the otpauth URI and its QR code, no IO;
 //! - [`recovery`]: generation, typed-input normalization and stored form of recovery codes;
+//! - [`webauthn`]: registration and sign-in ceremonies with security keys and passkeys;
 //! - [`check_totp`]: one TOTP attempt against the shared [`SessionStore`], which holds the per-user
 //!   attempt counter and the replay cache, so both hold across nodes;
 //! - [`Mfa`]: the service the web pages call, tying the directory (`crate::directory`, where the
@@ -12,7 +13,7 @@
 //!
 //! Time is passed in (`now`, unix seconds) so that tests and callers control it.
 //!
-//! Rate limiting: TOTP codes and recovery codes share one per-user counter of attempts
+//! Rate limiting: TOTP codes, recovery codes and WebAuthn assertions share one per-user counter of attempts
 //! (`mfa-attempts:<user id>`) in a [`AttemptLimit::window`]; once it passes
 //! [`AttemptLimit::max_attempts`] every attempt is refused unchecked until the window ends. A
 //! success resets it, so only failures accumulate. Sharing the counter stops an attacker from
@@ -21,6 +22,7 @@
 pub mod recovery;
 pub mod seal;
 pub mod totp;
+pub mod webauthn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,7 @@ pub use crate::directory::{FactorReset, Factors, MfaAction, MfaActor, MfaEvent};
 pub use recovery::{RecoveryCode, RECOVERY_CODE_COUNT};
 pub use seal::MfaKey;
 pub use totp::TotpSecret;
+pub use webauthn::{UserVerification, WebauthnOutcome, WebauthnSettings};
 
 /// Replay-cache namespace for accepted TOTP steps.
 const REPLAY_NAMESPACE: &str = "totp";
@@ -55,7 +58,9 @@ pub enum Error {
     #[error("sealed secret has unsupported version {0:?}")]
     UnsupportedSealVersion(String),
     /// A sealed value was made under another key (the configured key changed).
-    #[error("secret was sealed with MFA key {sealed_with}, but the configured key is {configured}")]
+    #[error(
+        "secret was sealed with MFA key {sealed_with}, but the configured key is {configured}"
+    )]
     WrongKey {
         /// Key id found in the sealed value.
         sealed_with: String,
@@ -86,6 +91,27 @@ pub enum Error {
     /// The user has no active TOTP factor to check a code against.
     #[error("this user has no TOTP factor")]
     TotpNotEnrolled,
+    /// The WebAuthn relying-party settings are unusable (origin not under the RP ID, not secure).
+    #[error("invalid WebAuthn settings: {0}")]
+    WebauthnConfig(String),
+    /// A WebAuthn call was made on a service built without [`Mfa::with_webauthn`].
+    #[error("WebAuthn is not configured")]
+    WebauthnNotConfigured,
+    /// The user has no WebAuthn authenticator to sign in with.
+    #[error("this user has no WebAuthn authenticator")]
+    WebauthnNotEnrolled,
+    /// No WebAuthn ceremony is pending for the user: never started, expired, or already finished.
+    #[error("no WebAuthn ceremony is pending; start again")]
+    NoCeremony,
+    /// The authenticator's registration response does not verify.
+    #[error("the authenticator could not be registered: {0}")]
+    WebauthnRegistration(String),
+    /// A stored WebAuthn credential cannot be read back.
+    #[error("corrupt WebAuthn credential: {0}")]
+    CorruptCredential(String),
+    /// webauthn-rs failed to start a ceremony or to (de)serialize its state.
+    #[error("WebAuthn failure: {0}")]
+    Webauthn(String),
     /// OpenSSL failed (HMAC or AES-GCM setup).
     #[error("cryptographic operation failed: {0}")]
     Crypto(String),
@@ -160,7 +186,9 @@ async fn over_limit(
     limit: &AttemptLimit,
     user_id: i64,
 ) -> Result<bool, Error> {
-    let attempts = store.incr_counter(&attempts_key(user_id), limit.window).await?;
+    let attempts = store
+        .incr_counter(&attempts_key(user_id), limit.window)
+        .await?;
     Ok(attempts > limit.max_attempts)
 }
 
@@ -228,6 +256,8 @@ pub struct Mfa {
     issuer: String,
     /// The per-user brute-force limit.
     limit: AttemptLimit,
+    /// The WebAuthn relying party; `None` until [`Mfa::with_webauthn`].
+    webauthn: Option<Arc<::webauthn_rs::Webauthn>>,
 }
 
 impl std::fmt::Debug for Mfa {
@@ -236,6 +266,7 @@ impl std::fmt::Debug for Mfa {
             .field("key", &self.key)
             .field("issuer", &self.issuer)
             .field("limit", &self.limit)
+            .field("webauthn", &self.webauthn.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -257,6 +288,7 @@ impl Mfa {
             key: Arc::new(key),
             issuer,
             limit: AttemptLimit::default(),
+            webauthn: None,
         })
     }
 
@@ -283,7 +315,9 @@ impl Mfa {
         let uri = totp::otpauth_uri(&secret, &self.issuer, account)?;
         let qr_svg = totp::qr_svg(&uri)?;
         let sealed = self.key.seal(secret.as_bytes(), &totp_binding(user_id))?;
-        self.directory.begin_totp_enrolment(user_id, &sealed).await?;
+        self.directory
+            .begin_totp_enrolment(user_id, &sealed)
+            .await?;
         Ok(TotpEnrolment {
             secret_base32: secret.to_base32(),
             uri,
@@ -310,7 +344,12 @@ impl Mfa {
         if let TotpOutcome::Accepted { step } = outcome {
             let activated = self
                 .directory
-                .activate_totp(user_id, &pending.sealed_secret, step, &MfaActor::SelfService)
+                .activate_totp(
+                    user_id,
+                    &pending.sealed_secret,
+                    step,
+                    &MfaActor::SelfService,
+                )
                 .await?;
             if !activated {
                 return Err(Error::EnrolmentChanged);
@@ -393,7 +432,11 @@ impl Mfa {
 
     /// An administrator removes all of the user's factors (the user lost every device). Recorded
     /// as `reset` by `admin`; the user's attempt counter is cleared too.
-    pub async fn reset_factors(&self, user_id: i64, admin: &MfaActor) -> Result<FactorReset, Error> {
+    pub async fn reset_factors(
+        &self,
+        user_id: i64,
+        admin: &MfaActor,
+    ) -> Result<FactorReset, Error> {
         let reset = self.directory.reset_factors(user_id, admin).await?;
         self.store.reset_counter(&attempts_key(user_id)).await?;
         Ok(reset)

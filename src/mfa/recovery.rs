@@ -113,7 +113,11 @@ pub fn code_hash(key: &MfaKey, user_id: i64, input: &str) -> Result<Option<Strin
 }
 
 /// The stored form of a freshly generated code.
-pub(crate) fn stored_hash(key: &MfaKey, user_id: i64, code: &RecoveryCode) -> Result<String, Error> {
+pub(crate) fn stored_hash(
+    key: &MfaKey,
+    user_id: i64,
+    code: &RecoveryCode,
+) -> Result<String, Error> {
     key.recovery_mac(format!("{user_id}:{}", code.0).as_bytes())
 }
 
@@ -137,15 +141,18 @@ mod tests {
 
     #[test]
     fn typed_input_is_forgiving_but_exact() {
-        assert_eq!(
-            normalize("abcd-efgh-jk0l").as_deref(),
-            Some("ABCDEFGHJK01")
-        );
+        assert_eq!(normalize("abcd-efgh-jk0l").as_deref(), Some("ABCDEFGHJK01"));
         assert_eq!(
             normalize(" oooo iiii 2345 ").as_deref(),
             Some("000011112345")
         );
-        for bad in ["", "ABCD-EFGH-JK", "ABCD-EFGH-JKMNP", "ABCD-EFGH-JKU0", "ÄBCD-EFGH-JKM0"] {
+        for bad in [
+            "",
+            "ABCD-EFGH-JK",
+            "ABCD-EFGH-JKMNP",
+            "ABCD-EFGH-JKU0",
+            "ÄBCD-EFGH-JKM0",
+        ] {
             assert_eq!(normalize(bad), None, "{bad:?}");
         }
     }

@@ -68,8 +68,8 @@ impl MfaKey {
                 text.len()
             )));
         }
-        let bytes = hex::decode(text)
-            .map_err(|_| Error::InvalidKey("not hexadecimal".to_owned()))?;
+        let bytes =
+            hex::decode(text).map_err(|_| Error::InvalidKey("not hexadecimal".to_owned()))?;
         let raw: [u8; MFA_KEY_BYTES] = bytes
             .try_into()
             .map_err(|_| Error::InvalidKey("wrong length".to_owned()))?;
@@ -122,7 +122,11 @@ impl MfaKey {
         blob.extend_from_slice(&nonce);
         blob.extend_from_slice(&ciphertext);
         blob.extend_from_slice(&tag);
-        Ok(format!("{VERSION}:{}:{}", self.key_id, STANDARD.encode(blob)))
+        Ok(format!(
+            "{VERSION}:{}:{}",
+            self.key_id,
+            STANDARD.encode(blob)
+        ))
     }
 
     /// Decrypts a value made by [`MfaKey::seal`] with the same associated data.
@@ -132,7 +136,8 @@ impl MfaKey {
     /// sealed it, [`Error::Tampered`] if the ciphertext, tag or associated data do not match.
     pub fn open(&self, sealed: &str, associated_data: &[u8]) -> Result<Vec<u8>, Error> {
         let mut parts = sealed.splitn(3, ':');
-        let (Some(version), Some(key_id), Some(payload)) = (parts.next(), parts.next(), parts.next())
+        let (Some(version), Some(key_id), Some(payload)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err(Error::MalformedSealed);
         };

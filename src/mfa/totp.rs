@@ -216,7 +216,9 @@ fn base32(bytes: &[u8]) -> String {
         bits += 8;
         while bits >= 5 {
             bits -= 5;
-            out.push(char::from(BASE32_ALPHABET[((buffer >> bits) & 31) as usize]));
+            out.push(char::from(
+                BASE32_ALPHABET[((buffer >> bits) & 31) as usize],
+            ));
         }
         buffer &= (1 << bits) - 1;
     }
@@ -252,7 +254,15 @@ mod tests {
     #[test]
     fn codes_are_normalized_strictly() {
         assert_eq!(normalize_code("123 456").as_deref(), Some("123456"));
-        for bad in ["", "12345", "1234567", "12a456", "１２３４５６", "-12345", "12345\n"] {
+        for bad in [
+            "",
+            "12345",
+            "1234567",
+            "12a456",
+            "１２３４５６",
+            "-12345",
+            "12345\n",
+        ] {
             assert_eq!(normalize_code(bad), None, "{bad:?}");
         }
     }

@@ -359,7 +359,12 @@ impl PolicySet {
                 }
             }
         }
-        for &slot in self.rules_by_user.get(&subject.username).into_iter().flatten() {
+        for &slot in self
+            .rules_by_user
+            .get(&subject.username)
+            .into_iter()
+            .flatten()
+        {
             hits.push((slot, format!("user {}", subject.username)));
         }
         hits.sort_by_key(|(slot, _)| *slot);
@@ -437,7 +442,12 @@ impl PolicySet {
             .groups
             .iter()
             .map(|g| AssignmentTarget::Group(g.clone()))
-            .chain(subject.roles.iter().map(|r| AssignmentTarget::Role(r.clone())))
+            .chain(
+                subject
+                    .roles
+                    .iter()
+                    .map(|r| AssignmentTarget::Role(r.clone())),
+            )
             .filter_map(|t| self.assignment_by_target.get(&t).copied())
             .collect();
         found.sort_unstable();
@@ -520,7 +530,9 @@ impl PolicySet {
             match admitted_by {
                 Some(name) => trace.push(format!("ip rules: admitted by {name:?}")),
                 None => {
-                    trace.push("ip rules: the address is inside none of the rules that apply".into());
+                    trace.push(
+                        "ip rules: the address is inside none of the rules that apply".into(),
+                    );
                     refused_by.extend(
                         applicable
                             .iter()

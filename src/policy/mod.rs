@@ -26,8 +26,8 @@ pub use engine::{
 pub use ip::{client_address, IpRange, IpRangeSet, RangeError};
 pub use model::{
     validate_declarations, AssignmentTarget, DeclaredAssignment, IpRule, IpRuleDecl, MfaMethod,
-    PolicyAssignment, PolicyData, PolicyDecl, Requirement, RuleScope, SecurityPolicy, SpRequirement,
-    BUILTIN_POLICY_NAME,
+    PolicyAssignment, PolicyData, PolicyDecl, Requirement, RuleScope, SecurityPolicy,
+    SpRequirement, BUILTIN_POLICY_NAME,
 };
 
 /// What a validation error is about, so every message names the offending item.

@@ -43,7 +43,11 @@ pub enum MfaMethod {
 
 impl MfaMethod {
     /// Every method, the default of a policy.
-    pub const ALL: [MfaMethod; 3] = [MfaMethod::Totp, MfaMethod::WebAuthn, MfaMethod::RecoveryCode];
+    pub const ALL: [MfaMethod; 3] = [
+        MfaMethod::Totp,
+        MfaMethod::WebAuthn,
+        MfaMethod::RecoveryCode,
+    ];
 
     /// The name used in tessera.toml, the CLI and storage.
     pub fn as_str(self) -> &'static str {
@@ -209,9 +213,9 @@ impl TryFrom<IpRuleToml> for IpRule {
             (false, None, None, Some(u)) => RuleScope::Users(u),
             _ => {
                 return Err(format!(
-                    "ip rule {:?}: give exactly one of `everyone = true`, `roles`, `groups`, `users`",
-                    t.name
-                ))
+                "ip rule {:?}: give exactly one of `everyone = true`, `roles`, `groups`, `users`",
+                t.name
+            ))
             }
         };
         Ok(IpRule {
@@ -394,7 +398,16 @@ impl SecurityPolicy {
     /// The order used to break priority ties: greater is stricter. Compared in turn: MFA required,
     /// shorter re-authentication interval, has an allowlist, shorter absolute lifetime, shorter idle
     /// timeout, longer password minimum.
-    pub(crate) fn strictness(&self) -> (bool, std::cmp::Reverse<u64>, bool, std::cmp::Reverse<u64>, std::cmp::Reverse<u64>, u32) {
+    pub(crate) fn strictness(
+        &self,
+    ) -> (
+        bool,
+        std::cmp::Reverse<u64>,
+        bool,
+        std::cmp::Reverse<u64>,
+        std::cmp::Reverse<u64>,
+        u32,
+    ) {
         use std::cmp::Reverse;
         (
             self.mfa_required,
@@ -508,7 +521,9 @@ impl TryFrom<AssignmentToml> for DeclaredAssignment {
             (Some(u), None, None) => AssignmentTarget::User(u),
             (None, Some(g), None) => AssignmentTarget::Group(g),
             (None, None, Some(r)) => AssignmentTarget::Role(r),
-            _ => return Err("an assignment names exactly one of `user`, `group`, `role`".to_owned()),
+            _ => {
+                return Err("an assignment names exactly one of `user`, `group`, `role`".to_owned())
+            }
         };
         Ok(DeclaredAssignment {
             target,
@@ -757,7 +772,9 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
         return Err("the name is empty".to_owned());
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(format!("the name is longer than {MAX_NAME_CHARS} characters"));
+        return Err(format!(
+            "the name is longer than {MAX_NAME_CHARS} characters"
+        ));
     }
     if name.chars().any(char::is_control) {
         return Err("the name contains control characters".to_owned());
@@ -808,7 +825,11 @@ mod tests {
         p.session_idle_secs = p.session_absolute_secs + 1;
         assert!(p.validate().unwrap_err().to_string().contains("idle"));
         let reserved = SecurityPolicy::new(BUILTIN_POLICY_NAME);
-        assert!(reserved.validate().unwrap_err().to_string().contains("reserved"));
+        assert!(reserved
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("reserved"));
     }
 
     #[test]

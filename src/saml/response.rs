@@ -51,14 +51,25 @@ impl NameIdFormat {
     }
 
     pub fn from_uri(uri: &str) -> Option<NameIdFormat> {
-        [Self::EmailAddress, Self::Persistent, Self::Transient, Self::Unspecified].into_iter().find(|f| f.uri() == uri)
+        [
+            Self::EmailAddress,
+            Self::Persistent,
+            Self::Transient,
+            Self::Unspecified,
+        ]
+        .into_iter()
+        .find(|f| f.uri() == uri)
     }
 }
 
 /// saml-core 8.3.7 asks for a persistent identifier that is opaque and differs per SP, so two SPs cannot
 /// correlate a user. It is an HMAC of the user's immutable key and the SP's entity ID under a secret only
 /// the IdP holds: stable across sessions, restarts and nodes, and useless to anyone else.
-pub fn persistent_name_id(secret: &[u8], user_key: &str, sp_entity_id: &str) -> Result<String, Error> {
+pub fn persistent_name_id(
+    secret: &[u8],
+    user_key: &str,
+    sp_entity_id: &str,
+) -> Result<String, Error> {
     use openssl::hash::MessageDigest;
     use openssl::pkey::PKey;
     use openssl::sign::Signer;
@@ -186,23 +197,30 @@ pub fn build_assertion(c: &AssertionContent) -> Element {
                 .with_attr("NotOnOrAfter", not_on_or_after.clone())
                 .with_attr("Recipient", c.acs_url.clone()),
         );
-    let subject = Element::new("saml", "Subject", ns::SAML).with_child(name_id).with_child(confirmation);
+    let subject = Element::new("saml", "Subject", ns::SAML)
+        .with_child(name_id)
+        .with_child(confirmation);
     // saml-core 2.5.1 and saml-profiles 4.1.4.2: Conditions with an AudienceRestriction naming the SP.
     let conditions = Element::new("saml", "Conditions", ns::SAML)
         .with_attr("NotBefore", format_instant(c.issue_instant - c.clock_skew))
         .with_attr("NotOnOrAfter", not_on_or_after)
         .with_child(
-            Element::new("saml", "AudienceRestriction", ns::SAML)
-                .with_child(Element::new("saml", "Audience", ns::SAML).with_text(c.audience.clone())),
+            Element::new("saml", "AudienceRestriction", ns::SAML).with_child(
+                Element::new("saml", "Audience", ns::SAML).with_text(c.audience.clone()),
+            ),
         );
     // saml-core 2.7.2: AuthnStatement; saml-profiles 4.1.4.2 requires one in an SSO assertion.
     let authn = Element::new("saml", "AuthnStatement", ns::SAML)
         .with_attr("AuthnInstant", format_instant(c.authn_instant))
         .with_attr("SessionIndex", c.session_index.clone())
-        .with_opt_attr("SessionNotOnOrAfter", c.session_not_on_or_after.map(format_instant))
+        .with_opt_attr(
+            "SessionNotOnOrAfter",
+            c.session_not_on_or_after.map(format_instant),
+        )
         .with_child(
             Element::new("saml", "AuthnContext", ns::SAML).with_child(
-                Element::new("saml", "AuthnContextClassRef", ns::SAML).with_text(c.authn_context_class_ref.clone()),
+                Element::new("saml", "AuthnContextClassRef", ns::SAML)
+                    .with_text(c.authn_context_class_ref.clone()),
             ),
         );
     // saml-core 2.3.3: Issuer, Signature?, Subject, Conditions, Advice?, statements.
@@ -218,16 +236,19 @@ pub fn build_assertion(c: &AssertionContent) -> Element {
     // saml-core 2.7.3: an AttributeStatement must hold at least one attribute, so it is left out when
     // nothing is released.
     if !c.attributes.is_empty() {
-        let attributes = c.attributes.iter().map(|a| {
-            Element::new("saml", "Attribute", ns::SAML)
-                .with_attr("Name", a.name.clone())
-                .with_opt_attr("NameFormat", a.name_format.clone())
-                .with_opt_attr("FriendlyName", a.friendly_name.clone())
-                .with_children(
-                    a.values.iter().map(|v| Element::new("saml", "AttributeValue", ns::SAML).with_text(v.clone())),
-                )
-        });
-        assertion = assertion.with_child(Element::new("saml", "AttributeStatement", ns::SAML).with_children(attributes));
+        let attributes =
+            c.attributes.iter().map(|a| {
+                Element::new("saml", "Attribute", ns::SAML)
+                    .with_attr("Name", a.name.clone())
+                    .with_opt_attr("NameFormat", a.name_format.clone())
+                    .with_opt_attr("FriendlyName", a.friendly_name.clone())
+                    .with_children(a.values.iter().map(|v| {
+                        Element::new("saml", "AttributeValue", ns::SAML).with_text(v.clone())
+                    }))
+            });
+        assertion = assertion.with_child(
+            Element::new("saml", "AttributeStatement", ns::SAML).with_children(attributes),
+        );
     }
     assertion
 }
@@ -298,8 +319,14 @@ pub struct ErrorResponse {
 
 /// Builds a signed response carrying only a non-success Status, such as NoPassive or RequestDenied.
 pub fn build_error_response(e: &ErrorResponse, key: &SigningKey) -> Result<String, Error> {
-    let mut response =
-        response_shell(&e.issuer, &e.response_id, e.issue_instant, &e.acs_url, e.in_response_to.as_deref(), &e.status);
+    let mut response = response_shell(
+        &e.issuer,
+        &e.response_id,
+        e.issue_instant,
+        &e.acs_url,
+        e.in_response_to.as_deref(),
+        &e.status,
+    );
     sign_enveloped(&mut response, key).map_err(|e| Error::Sign(e.to_string()))?;
     Ok(response.to_xml())
 }

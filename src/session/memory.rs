@@ -355,7 +355,10 @@ impl SessionStore for MemoryStore {
         let lapses = after(now, ttl, "ttl")?;
         let mut state = self.lock();
         state.note_write(now);
-        state.temp.insert(format!("{namespace}:{}", hashed(key)), (value.to_owned(), lapses));
+        state.temp.insert(
+            format!("{namespace}:{}", hashed(key)),
+            (value.to_owned(), lapses),
+        );
         Ok(())
     }
 
@@ -372,7 +375,9 @@ impl SessionStore for MemoryStore {
 
     async fn delete_temp(&self, namespace: &str, key: &str) -> Result<(), Error> {
         check_namespace(namespace)?;
-        self.lock().temp.remove(&format!("{namespace}:{}", hashed(key)));
+        self.lock()
+            .temp
+            .remove(&format!("{namespace}:{}", hashed(key)));
         Ok(())
     }
 

@@ -310,8 +310,13 @@ pub trait SessionStore: Send + Sync {
     /// increment; when it ends the counter is gone and counting starts again at 1. Atomic.
     /// Keeps a short-lived value, such as a sign-in request waiting for the login form, under
     /// `namespace`/`key` for `ttl`. Values live in the store so that any node can pick them up.
-    async fn put_temp(&self, namespace: &str, key: &str, value: &str, ttl: Duration)
-        -> Result<(), Error>;
+    async fn put_temp(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), Error>;
 
     /// The value kept by [`SessionStore::put_temp`], if it has not expired or been deleted.
     async fn get_temp(&self, namespace: &str, key: &str) -> Result<Option<String>, Error>;

@@ -518,7 +518,10 @@ impl SessionStore for RedisStore {
         let ttl_ms = duration_ms("ttl", ttl)?;
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.temp_key(namespace, key)).arg(value).arg("PX").arg(ttl_ms);
+        cmd.arg(self.temp_key(namespace, key))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms);
         let _: String = self.run(cmd.query_async(&mut conn)).await?;
         Ok(())
     }

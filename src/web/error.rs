@@ -16,7 +16,10 @@ pub enum WebError {
     Sso(#[from] SsoError),
     /// The SAML message could not be decoded, parsed or trusted. `detail` is logged; `message` is shown.
     #[error("bad SAML request: {detail}")]
-    BadRequest { message: &'static str, detail: String },
+    BadRequest {
+        message: &'static str,
+        detail: String,
+    },
     /// A signature on the request did not verify with the SP's registered keys.
     #[error("request signature refused: {0}")]
     Signature(String),
@@ -133,7 +136,12 @@ impl IntoResponse for WebError {
         } else {
             tracing::warn!(%reference, error = %self, "request refused");
         }
-        let page = ErrorPage { title, message, hint, reference: &reference };
+        let page = ErrorPage {
+            title,
+            message,
+            hint,
+            reference: &reference,
+        };
         match page.render() {
             Ok(body) => (status, html(body)).into_response(),
             Err(_) => (status, title).into_response(),

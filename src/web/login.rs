@@ -15,7 +15,9 @@ use serde::Deserialize;
 
 use super::pages::{html, AppLink, AppsPage, LoginPage, SignedOutPage};
 use super::sso::respond;
-use super::{client_ip, cookie, current_session, set_cookie, AppState, WebError, CSRF_COOKIE, SESSION_COOKIE};
+use super::{
+    client_ip, cookie, current_session, set_cookie, AppState, WebError, CSRF_COOKIE, SESSION_COOKIE,
+};
 use crate::directory::PasswordCheck;
 use crate::idp::{Idp, PendingRequest, SsoOutcome};
 use crate::session::AuthnMethod;
@@ -52,12 +54,18 @@ pub struct LogoutForm {
 
 /// A form body that is not a form: Tessera's page, not axum's plain text.
 fn malformed_form(e: FormRejection) -> WebError {
-    WebError::BadRequest { message: "The form could not be read.", detail: e.body_text() }
+    WebError::BadRequest {
+        message: "The form could not be read.",
+        detail: e.body_text(),
+    }
 }
 
 /// A query string that cannot be read.
 pub fn malformed_query(e: QueryRejection) -> WebError {
-    WebError::BadRequest { message: "The address could not be read.", detail: e.body_text() }
+    WebError::BadRequest {
+        message: "The address could not be read.",
+        detail: e.body_text(),
+    }
 }
 
 /// The CSRF token of this browser: the cookie's value, or a new one to set.
@@ -68,7 +76,14 @@ fn csrf_token(headers: &HeaderMap) -> (String, bool) {
             let mut raw = [0u8; 32];
             // A failing RNG leaves an all-zero token that the POST check below refuses.
             let fresh = openssl::rand::rand_bytes(&mut raw).is_ok();
-            (if fresh { URL_SAFE_NO_PAD.encode(raw) } else { String::new() }, true)
+            (
+                if fresh {
+                    URL_SAFE_NO_PAD.encode(raw)
+                } else {
+                    String::new()
+                },
+                true,
+            )
         }
     }
 }
@@ -96,21 +111,33 @@ fn login_page(
     error: Option<&str>,
     sp_name: Option<&str>,
 ) -> Response {
-    let page = LoginPage { csrf_token: &csrf.0, request, username, error, sp_name };
+    let page = LoginPage {
+        csrf_token: &csrf.0,
+        request,
+        username,
+        error,
+        sp_name,
+    };
     let body = match page.render() {
         Ok(b) => b,
         Err(e) => return WebError::Sso(crate::idp::SsoError::Build(e.to_string())).into_response(),
     };
     let (mut headers, body) = html(body);
     if csrf.1 {
-        headers.insert(header::SET_COOKIE, set_cookie(idp, CSRF_COOKIE, &csrf.0, None, "Strict"));
+        headers.insert(
+            header::SET_COOKIE,
+            set_cookie(idp, CSRF_COOKIE, &csrf.0, None, "Strict"),
+        );
     }
     (status, headers, body).into_response()
 }
 
 async fn sp_display_name(idp: &Idp, pending: Option<&PendingRequest>) -> Option<String> {
     let pending = pending?;
-    idp.sp(&pending.sp_entity_id).await.ok().map(|sp| sp.record.display_name.clone())
+    idp.sp(&pending.sp_entity_id)
+        .await
+        .ok()
+        .map(|sp| sp.record.display_name.clone())
 }
 
 /// `GET /login`: the form, unless a live session can answer the pending request at once.
@@ -124,7 +151,9 @@ pub async fn login_form(
     let pending = idp.pending(&query.request).await?;
     if let Some(pending) = &pending {
         if session.is_some() || pending.is_passive {
-            let outcome = idp.complete_sso(pending, session.as_ref().map(|(id, s)| (id, s))).await?;
+            let outcome = idp
+                .complete_sso(pending, session.as_ref().map(|(id, s)| (id, s)))
+                .await?;
             if let SsoOutcome::Post { .. } = outcome {
                 idp.forget_pending(&query.request).await?;
                 return Ok(respond(outcome));
@@ -133,9 +162,21 @@ pub async fn login_form(
     } else if session.is_some() {
         return Ok(Redirect::to("/apps").into_response());
     }
-    let request = if pending.is_some() { query.request.as_str() } else { "" };
+    let request = if pending.is_some() {
+        query.request.as_str()
+    } else {
+        ""
+    };
     let sp_name = sp_display_name(&idp, pending.as_ref()).await;
-    Ok(login_page(&idp, StatusCode::OK, csrf_token(&headers), request, "", None, sp_name.as_deref()))
+    Ok(login_page(
+        &idp,
+        StatusCode::OK,
+        csrf_token(&headers),
+        request,
+        "",
+        None,
+        sp_name.as_deref(),
+    ))
 }
 
 /// `POST /login`: checks the password, opens a session and finishes the pending SSO, if any.
@@ -148,34 +189,71 @@ pub async fn login_submit(
     let Form(form) = form.map_err(malformed_form)?;
     check_csrf(&headers, &form.csrf_token)?;
     let pending = idp.pending(&form.request).await?;
-    let request = if pending.is_some() { form.request.as_str() } else { "" };
+    let request = if pending.is_some() {
+        form.request.as_str()
+    } else {
+        ""
+    };
     let sp_name = sp_display_name(&idp, pending.as_ref()).await;
     let csrf = csrf_token(&headers);
-    let check = idp.directory.verify_password(form.username.trim(), &form.password).await.map_err(|e| WebError::Sso(e.into()))?;
+    let check = idp
+        .directory
+        .verify_password(form.username.trim(), &form.password)
+        .await
+        .map_err(|e| WebError::Sso(e.into()))?;
     let user = match check {
         PasswordCheck::Authenticated(user) => user,
         PasswordCheck::Rejected => {
             tracing::info!(username = %form.username, ip = %peer.ip(), "sign-in failed");
-            return Ok(login_page(&idp, StatusCode::UNAUTHORIZED, csrf, request, &form.username, Some(BAD_CREDENTIALS), sp_name.as_deref()));
+            return Ok(login_page(
+                &idp,
+                StatusCode::UNAUTHORIZED,
+                csrf,
+                request,
+                &form.username,
+                Some(BAD_CREDENTIALS),
+                sp_name.as_deref(),
+            ));
         }
         PasswordCheck::Disabled(user) => {
             tracing::info!(username = %user.username, "sign-in refused: account disabled");
-            return Err(WebError::Sso(crate::idp::SsoError::UserInactive(user.username)));
+            return Err(WebError::Sso(crate::idp::SsoError::UserInactive(
+                user.username,
+            )));
         }
     };
     // A new sign-in replaces whatever session this browser had (ForceAuthn, or another user).
     if let Some((old, _)) = current_session(&idp, &headers).await? {
-        idp.sessions.delete(&old).await.map_err(|e| WebError::Sso(e.into()))?;
+        idp.sessions
+            .delete(&old)
+            .await
+            .map_err(|e| WebError::Sso(e.into()))?;
     }
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let id = idp.open_session(&user, vec![AuthnMethod::Password], client_ip(&ConnectInfo(peer)), user_agent).await?;
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let id = idp
+        .open_session(
+            &user,
+            vec![AuthnMethod::Password],
+            client_ip(&ConnectInfo(peer)),
+            user_agent,
+        )
+        .await?;
     let session_cookie = set_cookie(&idp, SESSION_COOKIE, &id.to_cookie(), None, "Lax");
     tracing::info!(user = %user.username, ip = %peer.ip(), "signed in");
     let response = match pending {
         Some(mut pending) => {
             pending.force_authn = false;
-            let session = idp.sessions.get(&id).await.map_err(|e| WebError::Sso(e.into()))?;
-            let outcome = idp.complete_sso(&pending, session.as_ref().map(|s| (&id, s))).await;
+            let session = idp
+                .sessions
+                .get(&id)
+                .await
+                .map_err(|e| WebError::Sso(e.into()))?;
+            let outcome = idp
+                .complete_sso(&pending, session.as_ref().map(|s| (&id, s)))
+                .await;
             // The session exists now; even a refusal below keeps the person signed in.
             match outcome {
                 Ok(outcome) => {
@@ -184,7 +262,9 @@ pub async fn login_submit(
                 }
                 Err(e) => {
                     let mut response = WebError::Sso(e).into_response();
-                    response.headers_mut().append(header::SET_COOKIE, session_cookie);
+                    response
+                        .headers_mut()
+                        .append(header::SET_COOKIE, session_cookie);
                     return Ok(response);
                 }
             }
@@ -192,7 +272,9 @@ pub async fn login_submit(
         None => Redirect::to("/apps").into_response(),
     };
     let mut response = response;
-    response.headers_mut().append(header::SET_COOKIE, session_cookie);
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, session_cookie);
     Ok(response)
 }
 
@@ -205,11 +287,19 @@ pub async fn logout(
     let Form(form) = form.map_err(malformed_form)?;
     check_csrf(&headers, &form.csrf_token)?;
     if let Some((id, _)) = current_session(&idp, &headers).await? {
-        idp.sessions.delete(&id).await.map_err(|e| WebError::Sso(e.into()))?;
+        idp.sessions
+            .delete(&id)
+            .await
+            .map_err(|e| WebError::Sso(e.into()))?;
     }
-    let body = SignedOutPage.render().map_err(|e| WebError::Sso(crate::idp::SsoError::Build(e.to_string())))?;
+    let body = SignedOutPage
+        .render()
+        .map_err(|e| WebError::Sso(crate::idp::SsoError::Build(e.to_string())))?;
     let (mut headers, body) = html(body);
-    headers.insert(header::SET_COOKIE, set_cookie(&idp, SESSION_COOKIE, "", Some(0), "Lax"));
+    headers.insert(
+        header::SET_COOKIE,
+        set_cookie(&idp, SESSION_COOKIE, "", Some(0), "Lax"),
+    );
     Ok((StatusCode::OK, headers, body).into_response())
 }
 
@@ -218,18 +308,34 @@ pub async fn apps(State(idp): State<AppState>, headers: HeaderMap) -> Result<Res
     let Some((_, session)) = current_session(&idp, &headers).await? else {
         return Ok(Redirect::to("/login").into_response());
     };
-    let apps = idp.directory.apps_of(&session.username).await.map_err(|e| WebError::Sso(e.into()))?;
+    let apps = idp
+        .directory
+        .apps_of(&session.username)
+        .await
+        .map_err(|e| WebError::Sso(e.into()))?;
     let apps = apps
         .into_iter()
         .filter(|sp| sp.settings.enabled)
-        .map(|sp| AppLink { entity_id: sp.entity_id, display_name: sp.display_name })
+        .map(|sp| AppLink {
+            entity_id: sp.entity_id,
+            display_name: sp.display_name,
+        })
         .collect();
     let csrf = csrf_token(&headers);
-    let page = AppsPage { username: &session.username, apps, csrf_token: &csrf.0 };
-    let body = page.render().map_err(|e| WebError::Sso(crate::idp::SsoError::Build(e.to_string())))?;
+    let page = AppsPage {
+        username: &session.username,
+        apps,
+        csrf_token: &csrf.0,
+    };
+    let body = page
+        .render()
+        .map_err(|e| WebError::Sso(crate::idp::SsoError::Build(e.to_string())))?;
     let (mut out, body) = html(body);
     if csrf.1 {
-        out.insert(header::SET_COOKIE, set_cookie(&idp, CSRF_COOKIE, &csrf.0, None, "Strict"));
+        out.insert(
+            header::SET_COOKIE,
+            set_cookie(&idp, CSRF_COOKIE, &csrf.0, None, "Strict"),
+        );
     }
     Ok((StatusCode::OK, out, body).into_response())
 }

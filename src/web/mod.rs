@@ -49,18 +49,31 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(idp).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(idp).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Liveness and readiness: 200 only when the directory and the session store both answer.
 async fn healthz(State(idp): State<AppState>) -> Response {
     let probe = match SessionId::generate() {
-        Ok(id) => idp.sessions.get(&id).await.map(|_| ()).map_err(|e| e.to_string()),
+        Ok(id) => idp
+            .sessions
+            .get(&id)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    let directory = idp.directory.backend_name().await.map(|_| ()).map_err(|e| e.to_string());
+    let directory = idp
+        .directory
+        .backend_name()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
     match (probe, directory) {
         (Ok(()), Ok(())) => (StatusCode::OK, "ok\n").into_response(),
         (store, dir) => {
@@ -97,9 +110,16 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The live session named by the cookie, if any. A store failure is an error (fail closed), a missing or
 /// malformed cookie is simply no session.
-pub async fn current_session(idp: &Idp, headers: &HeaderMap) -> Result<Option<(SessionId, Session)>, WebError> {
-    let Some(value) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
-    let Ok(id) = SessionId::from_cookie(value) else { return Ok(None) };
+pub async fn current_session(
+    idp: &Idp,
+    headers: &HeaderMap,
+) -> Result<Option<(SessionId, Session)>, WebError> {
+    let Some(value) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let Ok(id) = SessionId::from_cookie(value) else {
+        return Ok(None);
+    };
     match idp.sessions.get(&id).await {
         Ok(Some(session)) => Ok(Some((id, session))),
         Ok(None) => Ok(None),
@@ -108,7 +128,13 @@ pub async fn current_session(idp: &Idp, headers: &HeaderMap) -> Result<Option<(S
 }
 
 /// A `Set-Cookie` value with the attributes every Tessera cookie has.
-pub fn set_cookie(idp: &Idp, name: &str, value: &str, max_age: Option<u64>, same_site: &str) -> HeaderValue {
+pub fn set_cookie(
+    idp: &Idp,
+    name: &str,
+    value: &str,
+    max_age: Option<u64>,
+    same_site: &str,
+) -> HeaderValue {
     let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}");
     if idp.config.secure_cookies() {
         cookie.push_str("; Secure");

@@ -33,12 +33,18 @@ use crate::saml::xmldsig::verify::VerifyPolicy;
 /// `GET /saml/metadata`: our signed EntityDescriptor (saml-metadata 2.3.2).
 pub async fn metadata(State(idp): State<AppState>) -> Response {
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/samlmetadata+xml"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/samlmetadata+xml"),
+    );
     (headers, idp.metadata_xml.clone()).into_response()
 }
 
 fn binding_limits(idp: &Idp) -> Limits {
-    Limits { max_inflated: idp.config.saml.max_message_bytes, max_encoded: idp.config.saml.max_message_bytes }
+    Limits {
+        max_inflated: idp.config.saml.max_message_bytes,
+        max_encoded: idp.config.saml.max_message_bytes,
+    }
 }
 
 fn bad(message: &'static str) -> impl Fn(String) -> WebError {
@@ -49,16 +55,21 @@ fn bad(message: &'static str) -> impl Fn(String) -> WebError {
 fn request_error(e: &crate::saml::authn_request::RequestError) -> WebError {
     use crate::saml::authn_request::RequestError;
     let message = match e {
-        RequestError::Envelope(EnvelopeError::IssueInstantTooOld { .. }) => "The sign-in request has expired.",
+        RequestError::Envelope(EnvelopeError::IssueInstantTooOld { .. }) => {
+            "The sign-in request has expired."
+        }
         RequestError::Envelope(EnvelopeError::IssueInstantInFuture { .. }) => {
             "The sign-in request is dated in the future; a clock is wrong."
         }
-        RequestError::Envelope(EnvelopeError::WrongDestination { .. } | EnvelopeError::DestinationRequired) => {
-            "The sign-in request was meant for another identity provider."
-        }
+        RequestError::Envelope(
+            EnvelopeError::WrongDestination { .. } | EnvelopeError::DestinationRequired,
+        ) => "The sign-in request was meant for another identity provider.",
         _ => "The application sent a sign-in request that Tessera cannot read.",
     };
-    WebError::BadRequest { message, detail: e.to_string() }
+    WebError::BadRequest {
+        message,
+        detail: e.to_string(),
+    }
 }
 
 fn signature_error(e: EnvelopeError) -> WebError {
@@ -98,7 +109,9 @@ pub async fn sso_post(
     let message = decode_post(&body, &binding_limits(&idp))
         .map_err(|e| bad("The sign-in request could not be decoded.")(e.to_string()))?;
     let (unverified, sp, keys) = read_request(&idp, message.kind, &message.xml).await?;
-    let policy = VerifyPolicy { allow_sha1: sp.record.settings.allow_sha1 };
+    let policy = VerifyPolicy {
+        allow_sha1: sp.record.settings.allow_sha1,
+    };
     let verified = unverified
         .verify_post(&keys, &policy, sp.metadata.authn_requests_signed)
         .map_err(signature_error)?;
@@ -125,13 +138,20 @@ async fn read_request(
     Ok((unverified, sp, keys))
 }
 
-fn context<'a>(idp: &Idp, destinations: &'a [String], now: chrono::DateTime<Utc>) -> RequestContext<'a> {
+fn context<'a>(
+    idp: &Idp,
+    destinations: &'a [String],
+    now: chrono::DateTime<Utc>,
+) -> RequestContext<'a> {
     RequestContext {
         now,
         max_clock_skew: chrono::Duration::seconds(idp.config.saml.clock_skew_secs),
         max_age: chrono::Duration::seconds(idp.config.saml.max_request_age_secs),
         destinations,
-        limits: xml::Limits { max_bytes: idp.config.saml.max_message_bytes, ..xml::Limits::default() },
+        limits: xml::Limits {
+            max_bytes: idp.config.saml.max_message_bytes,
+            ..xml::Limits::default()
+        },
     }
 }
 
@@ -142,13 +162,17 @@ fn choose_acs<'a>(
     request: &crate::saml::authn_request::AuthnRequest,
 ) -> Result<&'a Endpoint, WebError> {
     if let Some(url) = &request.acs_url {
-        return sp.metadata.acs_by_url(url).ok_or_else(|| WebError::ForeignAcs(url.clone()));
-    }
-    if let Some(index) = request.acs_index {
         return sp
             .metadata
-            .acs_by_index(index)
-            .ok_or_else(|| bad("The application asked for an unknown response address.")(format!("ACS index {index}")));
+            .acs_by_url(url)
+            .ok_or_else(|| WebError::ForeignAcs(url.clone()));
+    }
+    if let Some(index) = request.acs_index {
+        return sp.metadata.acs_by_index(index).ok_or_else(|| {
+            bad("The application asked for an unknown response address.")(format!(
+                "ACS index {index}"
+            ))
+        });
     }
     sp.metadata
         .default_acs_with_binding(BINDING_HTTP_POST)
@@ -174,7 +198,10 @@ async fn handle_request(
         request_id: Some(request.id.clone()),
         acs_url: acs.location.clone(),
         relay_state,
-        name_id_format: request.name_id_policy.as_ref().and_then(|p| p.format.clone()),
+        name_id_format: request
+            .name_id_policy
+            .as_ref()
+            .and_then(|p| p.format.clone()),
         force_authn: request.force_authn,
         is_passive: request.is_passive,
         requested_context: request
@@ -183,7 +210,10 @@ async fn handle_request(
             .map(|r| (r.comparison.as_str().to_owned(), r.class_refs.clone())),
     };
     // saml-bindings 3.4.5 / 3.5.5 and saml-profiles 4.1.2: Tessera answers with HTTP-POST only.
-    let wants_other_binding = request.protocol_binding.as_deref().is_some_and(|b| b != BINDING_HTTP_POST);
+    let wants_other_binding = request
+        .protocol_binding
+        .as_deref()
+        .is_some_and(|b| b != BINDING_HTTP_POST);
     if wants_other_binding || acs.binding != BINDING_HTTP_POST {
         match sp.metadata.default_acs_with_binding(BINDING_HTTP_POST) {
             Some(post_acs) => {
@@ -195,7 +225,9 @@ async fn handle_request(
                 return Ok(respond(outcome));
             }
             None => {
-                return Err(bad("The application asked for a response binding Tessera does not offer.")(format!(
+                return Err(bad(
+                    "The application asked for a response binding Tessera does not offer.",
+                )(format!(
                     "binding {:?}",
                     request.protocol_binding
                 )))
@@ -208,7 +240,12 @@ async fn handle_request(
         (idp.config.saml.max_request_age_secs + 2 * idp.config.saml.clock_skew_secs).max(60) as u64,
     );
     let marker = format!("{}\n{}", sp.record.entity_id, request.id);
-    if !idp.sessions.remember_once("authn-request", &marker, window).await.map_err(|e| WebError::Sso(e.into()))? {
+    if !idp
+        .sessions
+        .remember_once("authn-request", &marker, window)
+        .await
+        .map_err(|e| WebError::Sso(e.into()))?
+    {
         return Err(WebError::Replay(request.id.clone()));
     }
     let session = current_session(idp, headers).await?;
@@ -250,7 +287,9 @@ pub async fn idp_initiated(
     let acs = sp
         .metadata
         .default_acs_with_binding(BINDING_HTTP_POST)
-        .ok_or_else(|| bad("The application has no response address for HTTP-POST.")("no POST ACS".into()))?;
+        .ok_or_else(|| {
+            bad("The application has no response address for HTTP-POST.")("no POST ACS".into())
+        })?;
     // saml-bindings 3.4.3: RelayState is at most 80 bytes.
     let relay_state = query.relay_state.filter(|r| !r.is_empty() && r.len() <= 80);
     let pending = PendingRequest {
@@ -275,14 +314,32 @@ pub async fn idp_initiated(
 /// Turns an outcome into the auto-submitting form (saml-bindings 3.5.4), or a redirect to the login page.
 pub fn respond(outcome: SsoOutcome) -> Response {
     match outcome {
-        SsoOutcome::Post { acs_url, response_xml, relay_state } => {
-            let body = post_form_html(&acs_url, MessageKind::Response, response_xml.as_bytes(), relay_state.as_deref());
+        SsoOutcome::Post {
+            acs_url,
+            response_xml,
+            relay_state,
+        } => {
+            let body = post_form_html(
+                &acs_url,
+                MessageKind::Response,
+                response_xml.as_bytes(),
+                relay_state.as_deref(),
+            );
             let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
             // saml-bindings 3.5.5.1: the response must not be cached.
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache, no-store"),
+            );
             headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-            let form_action = if acs_url.bytes().any(|b| b.is_ascii_whitespace() || b == b';' || b == b',') {
+            let form_action = if acs_url
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b == b';' || b == b',')
+            {
                 String::new()
             } else {
                 format!(" form-action {acs_url};")
