@@ -223,6 +223,10 @@ impl Idp {
         if config.demo && directory.list_users().await?.is_empty() {
             report.demo_user = Some(create_demo_user(&directory).await?);
         }
+        // Access rules and policies declared in tessera.toml; all or nothing (docs/access-policy.md).
+        directory
+            .apply_declarations(&config.ip_rules, &config.policies)
+            .await?;
         let metadata_xml = idp_metadata(&config, &keys)?;
         let idp = Idp {
             config,

@@ -282,7 +282,7 @@ enum PolicyCommand {
         /// The SP's entityID.
         #[arg(long)]
         sp: Option<String>,
-        /// A method the session used (repeat); default: a fresh password sign-in.
+        /// A second factor the session also completed just now (repeat); the password is implied.
         #[arg(long = "method", value_parser = parse_authn_method)]
         methods: Vec<AuthnMethod>,
     },
@@ -985,11 +985,9 @@ async fn policy(config: &Config, command: PolicyCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             let now = Utc::now().timestamp();
-            let methods = if methods.is_empty() {
-                vec![AuthnMethod::Password]
-            } else {
-                methods
-            };
+            let mut all = vec![AuthnMethod::Password];
+            all.extend(methods.into_iter().filter(|m| *m != AuthnMethod::Password));
+            let methods = all;
             let session = SessionFacts::fresh(methods, now);
             let decision = set.decide(&AccessRequest {
                 subject: &subject,

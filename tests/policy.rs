@@ -110,8 +110,17 @@ fn ip_allowlist_semantics_table() {
     guarded_policy.is_default = true;
     let payroll = Some("https://payroll.example/");
 
+    /// Name, policy set, who, from where, to which SP, expected outcome.
+    type Case<'a> = (
+        &'a str,
+        PolicySet,
+        &'a Subject,
+        &'a str,
+        Option<&'a str>,
+        Outcome,
+    );
     #[rustfmt::skip]
-    let cases: Vec<(&str, PolicySet, &Subject, &str, Option<&str>, Outcome)> = vec![
+    let cases: Vec<Case> = vec![
         ("no rule: unrestricted", with(vec![]), &alice, "203.0.113.7", None, Outcome::Admit),
         ("everyone: inside", with(vec![office_for(RuleScope::Everyone)]), &bob, "192.0.2.9", None, Outcome::Admit),
         ("everyone: outside", with(vec![office_for(RuleScope::Everyone)]), &bob, "203.0.113.7", None, denied_by(&[office()])),
@@ -1234,5 +1243,66 @@ async fn cli_explain_and_lockout_refusal() -> TestResult {
         stderr.contains("has host bits set; the network is 10.0.0.0/8"),
         "{stderr}"
     );
+    Ok(())
+}
+
+#[test]
+fn the_documented_explain_output_is_what_explain_prints() -> TestResult {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/access-policy.md"
+    ))?;
+    let start = doc
+        .find("```text\ndecision:")
+        .ok_or("no explain example in docs/access-policy.md")?
+        + "```text\n".len();
+    let end = start
+        + doc[start..]
+            .find("```")
+            .ok_or("unterminated explain example")?;
+    let documented = &doc[start..end];
+
+    // The state the commands of the "Managing" section build.
+    let payroll = "https://payroll.example/";
+    let set = build(PolicyData {
+        ip_rules: vec![rule(
+            "office",
+            &["192.0.2.0/24", "2001:db8:10::/48"],
+            RuleScope::Roles(names(&["admin"])),
+        )],
+        policies: vec![
+            policy("admin", |p| {
+                p.mfa_required = true;
+                p.mfa_methods = vec![MfaMethod::WebAuthn, MfaMethod::Totp];
+                p.reauth_interval_secs = Some(3600);
+                p.session_absolute_secs = 28_800;
+                p.session_idle_secs = 900;
+                p.password_min_length = 14;
+            }),
+            policy("standard", |p| p.is_default = true),
+        ],
+        assignments: vec![assign("admin", AssignmentTarget::Role("admin".into()), 100)],
+        sp_requirements: BTreeMap::from([(
+            payroll.to_owned(),
+            SpRequirement {
+                ip_ranges: Some(ranges(&["10.0.0.0/8"])),
+                min: Some(Requirement {
+                    mfa: true,
+                    mfa_within_secs: Some(3600),
+                }),
+            },
+        )]),
+    });
+    let alice = subject("alice", &["finance"], &["admin"]);
+    let fresh = SessionFacts::fresh(vec![AuthnMethod::Password], NOW);
+    let decision = set.decide(&AccessRequest {
+        subject: &alice,
+        ip: ip("203.0.113.7"),
+        sp: Some(payroll),
+        session: Some(&fresh),
+        mfa_available: &[],
+        now: NOW,
+    });
+    assert_eq!(decision.to_string(), documented);
     Ok(())
 }

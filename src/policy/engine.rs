@@ -800,11 +800,11 @@ fn secs_i64(s: u64) -> i64 {
 
 /// A configured duration in words: "1 hour", "15 minutes", "90 seconds".
 fn span(secs: u64) -> String {
-    let (n, unit) = if secs % 86_400 == 0 {
+    let (n, unit) = if secs.is_multiple_of(86_400) {
         (secs / 86_400, "day")
-    } else if secs % 3_600 == 0 {
+    } else if secs.is_multiple_of(3_600) {
         (secs / 3_600, "hour")
-    } else if secs % 60 == 0 {
+    } else if secs.is_multiple_of(60) {
         (secs / 60, "minute")
     } else {
         (secs, "second")
