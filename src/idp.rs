@@ -5,6 +5,7 @@
 //! SP's state and the app assignment were checked against the directory *at that moment*, not at login.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,8 +14,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, SessionBackend};
+use crate::directory::LoginEvent;
 use crate::directory::{self, Directory, NewUser, ServiceProvider, User, UserStatus};
 use crate::keyring::{self, KeyRing};
+use crate::policy::{
+    AccessRequest, Decision, DenyReason, IpRangeSet, Outcome, PolicySet, SessionFacts, Subject,
+};
 use crate::saml::authn_request::{Comparison, RequestedAuthnContext};
 use crate::saml::encrypt::{encrypt_assertion, DataEncryption};
 use crate::saml::envelope::new_id;
@@ -61,6 +66,14 @@ pub enum SsoError {
     UserInactive(String),
     #[error("app {sp:?} is not assigned to {user:?}")]
     NotAssigned { user: String, sp: String },
+    #[error("access denied from {ip} for {user:?}: {reason}")]
+    IpDenied {
+        user: String,
+        ip: IpAddr,
+        reason: String,
+    },
+    #[error("policy not met for {user:?}: {missing}")]
+    PolicyNotMet { user: String, missing: String },
     #[error("could not build the response: {0}")]
     Build(String),
 }
@@ -142,6 +155,10 @@ pub struct Idp {
     pub metadata_xml: String,
     /// Parsed SP metadata by entity ID, reused while the record's `updated_at` is unchanged.
     sp_cache: RwLock<HashMap<String, Arc<RegisteredSp>>>,
+    /// The compiled access policy, rebuilt when the directory's policy generation moves.
+    policies: RwLock<Arc<PolicySet>>,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers are believed.
+    pub trusted_proxies: IpRangeSet,
 }
 
 /// What `Idp::start` prints for the person who started it.
@@ -228,7 +245,13 @@ impl Idp {
             .apply_declarations(&config.ip_rules, &config.policies)
             .await?;
         let metadata_xml = idp_metadata(&config, &keys)?;
+        let policies = RwLock::new(Arc::new(directory.load_policy_set().await?));
+        let trusted_proxies = config
+            .trusted_proxy_set()
+            .map_err(|e| StartError::Metadata(e.to_string()))?;
         let idp = Idp {
+            policies,
+            trusted_proxies,
             config,
             directory,
             sessions,
@@ -283,6 +306,93 @@ impl Idp {
         Ok(sp)
     }
 
+    /// The compiled access policy, rebuilt when the directory's policy generation has moved (one cheap
+    /// query per check, so a change made by the CLI or another node applies at the next request).
+    pub async fn policy_set(&self) -> Result<Arc<PolicySet>, SsoError> {
+        let generation = self.directory.policy_generation().await?;
+        if let Ok(current) = self.policies.read() {
+            if current.generation() == generation {
+                return Ok(current.clone());
+            }
+        }
+        let fresh = Arc::new(self.directory.load_policy_set().await?);
+        if let Ok(mut slot) = self.policies.write() {
+            *slot = fresh.clone();
+        }
+        Ok(fresh)
+    }
+
+    /// Decides whether `username` may proceed from `ip` (to `sp`, with `session`), per the IP allowlists
+    /// and the user's security policy. Every denial is recorded with the user, the address, the SP and
+    /// what refused it.
+    pub async fn check_access(
+        &self,
+        username: &str,
+        ip: IpAddr,
+        sp: Option<&str>,
+        session: Option<&SessionFacts>,
+    ) -> Result<Decision, SsoError> {
+        let policies = self.policy_set().await?;
+        let (subject, user_id, mfa_available) = match self.directory.subject_of(username).await? {
+            Some(subject) => {
+                let user = self.directory.get_user_by_username(username).await?;
+                (
+                    subject,
+                    user.map(|u| u.id),
+                    self.directory.mfa_available(username).await?,
+                )
+            }
+            // An unknown username gets the rules that apply to everyone, so a refusal looks the same.
+            None => (
+                Subject {
+                    username: username.to_owned(),
+                    ..Subject::default()
+                },
+                None,
+                Vec::new(),
+            ),
+        };
+        let decision = policies.decide(&AccessRequest {
+            subject: &subject,
+            ip,
+            sp,
+            session,
+            mfa_available: &mfa_available,
+            now: Utc::now().timestamp(),
+        });
+        if let Outcome::Deny { reason } = &decision.outcome {
+            let outcome = match reason {
+                DenyReason::IpNotAllowed { .. } => "ip_denied",
+                DenyReason::PolicyNotMet { .. } => "policy_not_met",
+            };
+            tracing::warn!(user = %username, %ip, sp = ?sp, %reason, "access refused");
+            self.directory
+                .record_login_event(&LoginEvent {
+                    at: 0,
+                    username: username.to_owned(),
+                    user_id,
+                    ip: ip.to_string(),
+                    sp: sp.map(str::to_owned),
+                    outcome: outcome.to_owned(),
+                    reason: reason.to_string(),
+                })
+                .await?;
+        }
+        Ok(decision)
+    }
+
+    /// Idle timeout and absolute lifetime for a new session under `policy`: the policy's values,
+    /// capped by the configured ones.
+    pub async fn session_lifetimes(&self, policy: &str) -> Result<(Duration, Duration), SsoError> {
+        let set = self.policy_set().await?;
+        let (mut idle, mut absolute) = (self.idle_timeout(), self.absolute_lifetime());
+        if let Some(p) = set.policy(policy) {
+            idle = idle.min(Duration::from_secs(p.session_idle_secs));
+            absolute = absolute.min(Duration::from_secs(p.session_absolute_secs));
+        }
+        Ok((idle, absolute))
+    }
+
     /// Keeps a pending request until the person has signed in; returns the handle for the login form.
     pub async fn stash_pending(&self, pending: &PendingRequest) -> Result<String, SsoError> {
         let handle = random_hex(16)?;
@@ -318,6 +428,7 @@ impl Idp {
         &self,
         pending: &PendingRequest,
         session: Option<(&SessionId, &Session)>,
+        client_ip: IpAddr,
     ) -> Result<SsoOutcome, SsoError> {
         let sp = self.sp(&pending.sp_entity_id).await?;
         if !sp.record.settings.enabled {
@@ -343,6 +454,67 @@ impl Idp {
                 return Err(SsoError::UserInactive(session.username.clone()));
             }
         };
+        // The IP allowlists and the security policy of the user's tier, from where the request comes now
+        // (an address change mid-session is checked again here).
+        let facts = SessionFacts {
+            methods: session.authn_methods.clone(),
+            authn_instant: session.authn_instant,
+            last_seen: session.last_seen,
+            mfa_instant: None,
+        };
+        let decision = self
+            .check_access(
+                &user.username,
+                client_ip,
+                Some(&sp.record.entity_id),
+                Some(&facts),
+            )
+            .await?;
+        match decision.outcome {
+            Outcome::Admit => {}
+            Outcome::Deny {
+                reason: DenyReason::IpNotAllowed { refused_by },
+            } => {
+                let reason = refused_by
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(SsoError::IpDenied {
+                    user: user.username.clone(),
+                    ip: client_ip,
+                    reason,
+                });
+            }
+            Outcome::Deny {
+                reason: DenyReason::PolicyNotMet { missing },
+            } => {
+                return Err(SsoError::PolicyNotMet {
+                    user: user.username.clone(),
+                    missing,
+                });
+            }
+            Outcome::StepUp {
+                reauthenticate: true,
+                mfa_methods,
+                ..
+            } if mfa_methods.is_empty() => {
+                if pending.is_passive {
+                    return self.error_outcome(
+                        pending,
+                        Status::error(StatusCode::Responder, SubStatusCode::NoPassive),
+                    );
+                }
+                return Ok(SsoOutcome::Login);
+            }
+            // Second-factor step-up needs the MFA pages; until they exist the refusal says what is missing.
+            Outcome::StepUp { missing, .. } => {
+                return Err(SsoError::PolicyNotMet {
+                    user: user.username.clone(),
+                    missing,
+                });
+            }
+        }
         if !self
             .directory
             .is_assigned(&user.username, &sp.record.entity_id)
@@ -527,6 +699,7 @@ impl Idp {
         methods: Vec<AuthnMethod>,
         client_ip: std::net::IpAddr,
         user_agent: &str,
+        lifetimes: (Duration, Duration),
     ) -> Result<SessionId, SsoError> {
         let session = Session::new(
             user.id,
@@ -538,7 +711,7 @@ impl Idp {
         );
         Ok(self
             .sessions
-            .create(&session, self.idle_timeout(), self.absolute_lifetime())
+            .create(&session, lifetimes.0, lifetimes.1)
             .await?)
     }
 }

@@ -8,6 +8,7 @@
 //! Getters (`get_user`, `get_sp`, ...) return `Ok(None)` for a missing entry; operations on a named entry
 //! that does not exist return [`Error::NotFound`].
 
+mod login_events;
 mod mfa_store;
 mod password;
 mod policy_store;
@@ -24,6 +25,7 @@ use sqlx::{AnyPool, Executor};
 pub use mfa_store::{
     FactorReset, Factors, MfaAction, MfaActor, MfaEvent, TotpFactor, WebauthnCredential,
 };
+pub use login_events::LoginEvent;
 pub use password::{weak_password_reason, PasswordHasher, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 pub use policy_store::{DeclarationsApplied, ManagedBy};
 pub use service_providers::{

@@ -2,6 +2,8 @@
 //! understands; the details go to the log under a short reference that the page shows, never to the
 //! client.
 
+use std::borrow::Cow;
+
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -38,9 +40,23 @@ pub enum WebError {
 }
 
 impl WebError {
-    fn parts(&self) -> (StatusCode, &'static str, &'static str, &'static str) {
+    fn parts(&self) -> (StatusCode, &'static str, Cow<'_, str>, &'static str) {
         use SsoError::*;
-        match self {
+        let (status, title, message, hint) = match self {
+            WebError::Sso(IpDenied { .. }) => (
+                StatusCode::FORBIDDEN,
+                "Access denied",
+                "Access denied from this IP address",
+                "Your organisation allows sign-in only from approved networks. Contact your administrator if you need access from here.",
+            ),
+            WebError::Sso(PolicyNotMet { missing, .. }) => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "More verification needed",
+                    Cow::Owned(format!("Your security policy is not met: {missing}.")),
+                    "Contact your administrator to set up what your policy requires.",
+                )
+            }
             WebError::Sso(StoreUnavailable(_) | DirectoryUnavailable(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Sign-in is temporarily unavailable",
@@ -86,7 +102,7 @@ impl WebError {
             WebError::BadRequest { message, .. } => (
                 StatusCode::BAD_REQUEST,
                 "Invalid sign-in request",
-                message,
+                *message,
                 "Go back to the application and start the sign-in again.",
             ),
             WebError::Signature(_) => (
@@ -119,7 +135,8 @@ impl WebError {
                 "You need to sign in first.",
                 "Go to the sign-in page.",
             ),
-        }
+        };
+        (status, title, Cow::Borrowed(message), hint)
     }
 }
 
@@ -138,7 +155,7 @@ impl IntoResponse for WebError {
         }
         let page = ErrorPage {
             title,
-            message,
+            message: &message,
             hint,
             reference: &reference,
         };

@@ -1,6 +1,6 @@
 //! Sign-in, sign-out and the "My apps" portal.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use askama::Template;
 use axum::extract::rejection::{FormRejection, QueryRejection};
@@ -19,7 +19,8 @@ use super::{
     client_ip, cookie, current_session, set_cookie, AppState, WebError, CSRF_COOKIE, SESSION_COOKIE,
 };
 use crate::directory::PasswordCheck;
-use crate::idp::{Idp, PendingRequest, SsoOutcome};
+use crate::idp::{Idp, PendingRequest, SsoError, SsoOutcome};
+use crate::policy::{DenyReason, Outcome, SessionFacts};
 use crate::session::AuthnMethod;
 
 /// The message for every failed password check: an unknown user and a wrong password look the same.
@@ -143,6 +144,7 @@ async fn sp_display_name(idp: &Idp, pending: Option<&PendingRequest>) -> Option<
 /// `GET /login`: the form, unless a live session can answer the pending request at once.
 pub async fn login_form(
     State(idp): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<LoginQuery>, QueryRejection>,
 ) -> Result<Response, WebError> {
@@ -152,7 +154,11 @@ pub async fn login_form(
     if let Some(pending) = &pending {
         if session.is_some() || pending.is_passive {
             let outcome = idp
-                .complete_sso(pending, session.as_ref().map(|(id, s)| (id, s)))
+                .complete_sso(
+                    pending,
+                    session.as_ref().map(|(id, s)| (id, s)),
+                    client_ip(&idp, peer, &headers),
+                )
                 .await?;
             if let SsoOutcome::Post { .. } = outcome {
                 idp.forget_pending(&query.request).await?;
@@ -196,9 +202,13 @@ pub async fn login_submit(
     };
     let sp_name = sp_display_name(&idp, pending.as_ref()).await;
     let csrf = csrf_token(&headers);
+    let ip = client_ip(&idp, peer, &headers);
+    let username = form.username.trim();
+    // The IP allowlists are checked before the password is even looked at.
+    access_granted(&idp, username, ip, None).await?;
     let check = idp
         .directory
-        .verify_password(form.username.trim(), &form.password)
+        .verify_password(username, &form.password)
         .await
         .map_err(|e| WebError::Sso(e.into()))?;
     let user = match check {
@@ -222,6 +232,10 @@ pub async fn login_submit(
             )));
         }
     };
+    // The user's security policy, now that we know who it is and how they signed in.
+    let facts = SessionFacts::fresh(vec![AuthnMethod::Password], chrono::Utc::now().timestamp());
+    let policy = access_granted(&idp, &user.username, ip, Some(&facts)).await?;
+    let lifetimes = idp.session_lifetimes(&policy).await?;
     // A new sign-in replaces whatever session this browser had (ForceAuthn, or another user).
     if let Some((old, _)) = current_session(&idp, &headers).await? {
         idp.sessions
@@ -237,8 +251,9 @@ pub async fn login_submit(
         .open_session(
             &user,
             vec![AuthnMethod::Password],
-            client_ip(&ConnectInfo(peer)),
+            ip,
             user_agent,
+            lifetimes,
         )
         .await?;
     let session_cookie = set_cookie(&idp, SESSION_COOKIE, &id.to_cookie(), None, "Lax");
@@ -252,7 +267,7 @@ pub async fn login_submit(
                 .await
                 .map_err(|e| WebError::Sso(e.into()))?;
             let outcome = idp
-                .complete_sso(&pending, session.as_ref().map(|s| (&id, s)))
+                .complete_sso(&pending, session.as_ref().map(|s| (&id, s)), ip)
                 .await;
             // The session exists now; even a refusal below keeps the person signed in.
             match outcome {
@@ -276,6 +291,29 @@ pub async fn login_submit(
         .headers_mut()
         .append(header::SET_COOKIE, session_cookie);
     Ok(response)
+}
+
+/// Runs the access policy for a sign-in (before the password with `session: None`, after it with the
+/// fresh session's facts) and returns the name of the user's effective policy. Anything but admit is a
+/// refusal here: second-factor step-up needs the MFA pages, so until then the page says what is missing.
+async fn access_granted(
+    idp: &Idp,
+    username: &str,
+    ip: IpAddr,
+    session: Option<&SessionFacts>,
+) -> Result<String, WebError> {
+    let decision = idp.check_access(username, ip, None, session).await?;
+    match decision.outcome {
+        Outcome::Admit => Ok(decision.policy),
+        Outcome::Deny { reason: DenyReason::IpNotAllowed { refused_by } } => {
+            let reason = refused_by.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            Err(SsoError::IpDenied { user: username.to_owned(), ip, reason }.into())
+        }
+        Outcome::Deny { reason: DenyReason::PolicyNotMet { missing } }
+        | Outcome::StepUp { missing, .. } => {
+            Err(SsoError::PolicyNotMet { user: username.to_owned(), missing }.into())
+        }
+    }
 }
 
 /// `POST /logout`: ends the Tessera session.

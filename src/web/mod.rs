@@ -9,7 +9,7 @@ mod sso;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -83,9 +83,18 @@ async fn healthz(State(idp): State<AppState>) -> Response {
     }
 }
 
-/// The client's address. It comes from the socket only; no forwarding header is believed.
-pub fn client_ip(connect: &ConnectInfo<SocketAddr>) -> IpAddr {
-    connect.0.ip()
+/// The client's address: the socket's peer, unless the peer is a configured trusted proxy, in which
+/// case the right-most address of `Forwarded` / `X-Forwarded-For` that is not a trusted proxy. A header
+/// from anyone else changes nothing.
+pub fn client_ip(idp: &Idp, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    crate::policy::client_address(
+        peer.ip(),
+        header("forwarded"),
+        header("x-forwarded-for"),
+        &idp.trusted_proxies,
+    )
+    .to_canonical()
 }
 
 /// The value of cookie `name` in the request, if present exactly once.

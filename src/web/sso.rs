@@ -15,7 +15,7 @@ use chrono::Utc;
 use openssl::pkey::{PKey, Public};
 use serde::Deserialize;
 
-use super::{current_session, AppState, WebError};
+use super::{client_ip, current_session, AppState, WebError};
 use crate::idp::{Idp, PendingRequest, RegisteredSp, SsoOutcome};
 use crate::saml::authn_request::{
     parse_authn_request, UnverifiedAuthnRequest, VerifiedAuthnRequest,
@@ -251,7 +251,7 @@ async fn handle_request(
     let session = current_session(idp, headers).await?;
     tracing::debug!(%peer, sp = %sp.record.entity_id, has_session = session.is_some(), "authn request accepted");
     match &session {
-        Some((id, s)) => match idp.complete_sso(&pending, Some((id, s))).await? {
+        Some((id, s)) => match idp.complete_sso(&pending, Some((id, s)), client_ip(idp, peer, headers)).await? {
             SsoOutcome::Login => to_login(idp, &pending).await,
             outcome => Ok(respond(outcome)),
         },
@@ -279,6 +279,7 @@ pub struct InitQuery {
 /// the SP's default ACS.
 pub async fn idp_initiated(
     State(idp): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<InitQuery>, QueryRejection>,
 ) -> Result<Response, WebError> {
@@ -303,7 +304,7 @@ pub async fn idp_initiated(
         requested_context: None,
     };
     match current_session(&idp, &headers).await? {
-        Some((id, s)) => match idp.complete_sso(&pending, Some((&id, &s))).await? {
+        Some((id, s)) => match idp.complete_sso(&pending, Some((&id, &s)), client_ip(&idp, peer, &headers)).await? {
             SsoOutcome::Login => to_login(&idp, &pending).await,
             outcome => Ok(respond(outcome)),
         },
