@@ -1,5 +1,6 @@
 -- Sign-in and SSO events, starting with refusals by the access policy (IP allowlists, security
--- policies). Same dialect rules as 0001: application-chosen BIGINT ids, unix-second times, TEXT JSON.
+-- policies). Same dialect rules as 0001 (application-chosen BIGINT ids, TEXT JSON), except that `at` is
+-- in unix milliseconds so that events keep their order.
 CREATE TABLE login_events (
     id BIGINT PRIMARY KEY,
     at BIGINT NOT NULL,

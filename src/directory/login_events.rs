@@ -1,13 +1,32 @@
 //! Sign-in and SSO events. For now the access policy's refusals; login monitoring extends it.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use sqlx::Row;
 
-use super::{db_error, new_id, now, Directory, Error};
+use super::{db_error, new_id, Directory, Error};
+
+/// The last timestamp this process handed out, so events recorded in the same millisecond still sort
+/// in the order they happened.
+static LAST_AT_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Unix milliseconds, strictly increasing within this process.
+fn next_at_ms() -> i64 {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut last = LAST_AT_MS.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST_AT_MS.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
 
 /// One recorded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginEvent {
-    /// Unix seconds.
+    /// Unix milliseconds (strictly increasing per process, so the order of events is kept).
     pub at: i64,
     /// The username as typed or as known from the session.
     pub username: String,
@@ -24,14 +43,14 @@ pub struct LoginEvent {
 }
 
 impl Directory {
-    /// Records an event. `at` is set here.
+    /// Records an event. `at` is set here; the value passed in is ignored.
     pub async fn record_login_event(&self, event: &LoginEvent) -> Result<(), Error> {
         sqlx::query(
             "INSERT INTO login_events (id, at, username, user_id, ip, sp, outcome, reason) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(new_id())
-        .bind(now())
+        .bind(next_at_ms())
         .bind(&event.username)
         .bind(event.user_id)
         .bind(&event.ip)
