@@ -12,6 +12,9 @@ dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 dpkg -s libxmlsec1-dev >/dev/null 2>&1 || need+=(libxmlsec1-dev)
 dpkg -s libxml2-dev >/dev/null 2>&1 || need+=(libxml2-dev)
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+# The WebAuthn browser test (tests/mfa_browser.rs) drives headless Chromium through chromedriver.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need[*]}"

@@ -65,6 +65,62 @@ pub struct Config {
     /// Security policies declared here with their assignments, reconciled into the directory at every
     /// start.
     pub policies: Vec<PolicyDecl>,
+    /// Second factors: the key that protects them, the name apps show, WebAuthn settings.
+    pub mfa: MfaConfig,
+}
+
+/// A configured secret: deserialized like a string, never printed by `Debug` (configurations are
+/// logged and compared in tests).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(String);
+
+impl SecretText {
+    /// Wraps a secret value (tests, generated keys).
+    pub fn new(text: impl Into<String>) -> Self {
+        SecretText(text.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(..)")
+    }
+}
+
+/// Second-factor settings (`[mfa]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfaConfig {
+    /// 64 hex digits (32 bytes) that seal TOTP secrets and key recovery-code hashes. When absent, a
+    /// key is generated once into `<data_dir>/mfa.key`; losing the key makes every TOTP factor and
+    /// recovery code unusable, so several nodes must share one.
+    pub key: Option<SecretText>,
+    /// The issuer authenticator apps show next to the account name (otpauth `issuer`).
+    pub issuer: String,
+    /// The WebAuthn relying-party ID: the host name passkeys are bound to. Default: the host of
+    /// `base_url`. WebAuthn is off when that host is an IP address (WebAuthn L3 5.1.2 needs a
+    /// domain). Changing it orphans every registered passkey.
+    pub webauthn_rp_id: Option<String>,
+    /// Security policies (by name) whose users must verify themselves on the authenticator (PIN or
+    /// biometric), not merely touch it: WebAuthn user verification "required" for them.
+    pub user_verification_policies: Vec<String>,
+}
+
+impl Default for MfaConfig {
+    fn default() -> Self {
+        MfaConfig {
+            key: None,
+            issuer: "Tessera".into(),
+            webauthn_rp_id: None,
+            user_verification_policies: Vec::new(),
+        }
+    }
 }
 
 /// Session settings.
@@ -111,6 +167,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             ip_rules: Vec::new(),
             policies: Vec::new(),
+            mfa: MfaConfig::default(),
         }
     }
 }
@@ -211,6 +268,21 @@ impl Config {
             return Err(Error::Invalid("saml times must be positive".into()));
         }
         self.trusted_proxy_set()?;
+        if let Some(key) = &self.mfa.key {
+            crate::mfa::MfaKey::from_hex(key.expose())
+                .map_err(|e| Error::Invalid(format!("mfa.key: {e}")))?;
+        }
+        crate::mfa::totp::check_issuer(&self.mfa.issuer)
+            .map_err(|e| Error::Invalid(format!("mfa.issuer: {e}")))?;
+        if let Some(rp_id) = &self.mfa.webauthn_rp_id {
+            let host = url.host_str().unwrap_or_default();
+            if rp_id.is_empty() || !(host == rp_id || host.ends_with(&format!(".{rp_id}"))) {
+                return Err(Error::Invalid(format!(
+                    "mfa.webauthn_rp_id {rp_id:?} must be the host of base_url ({host}) or a parent \
+                     domain of it (WebAuthn L3 5.1.2)"
+                )));
+            }
+        }
         policy::validate_declarations(&self.ip_rules, &self.policies)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(())
@@ -380,6 +452,42 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn mfa_settings_are_validated_and_the_key_is_never_printed() {
+        let key = "0f".repeat(32);
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("TESSERA_MFA__KEY", key.as_str()),
+                ("TESSERA_BASE_URL", "https://idp.example.org"),
+                ("TESSERA_MFA__WEBAUTHN_RP_ID", "example.org"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.mfa.key.as_ref().map(SecretText::expose),
+            Some(key.as_str())
+        );
+        assert!(
+            !format!("{c:?}").contains(&key),
+            "the key leaked into Debug"
+        );
+        for (var, value, expected) in [
+            ("TESSERA_MFA__KEY", "abcd", "mfa.key"),
+            ("TESSERA_MFA__ISSUER", "Acme:IdP", "mfa.issuer"),
+            (
+                "TESSERA_MFA__WEBAUTHN_RP_ID",
+                "other.example",
+                "mfa.webauthn_rp_id",
+            ),
+        ] {
+            let err = Config::load_with_env(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{var}={value}: {err}");
         }
     }
 

@@ -1,8 +1,12 @@
 //! The identity provider itself: the state a running Tessera holds, and the single function that decides
-//! whether an assertion leaves ([`Idp::complete_sso`]). The web layer only translates HTTP to calls here.
+//! whether an assertion leaves ([`Idp::advance_sso`], and [`Idp::complete_sso`] over it). The web layer
+//! only translates HTTP to calls here.
 //!
-//! Architecture Invariant: every assertion is built inside `complete_sso`, after the user's account, the
-//! SP's state and the app assignment were checked against the directory *at that moment*, not at login.
+//! Architecture Invariant: every assertion is built inside `advance_sso`, after the user's account, the
+//! SP's state, the access policy (with the session's second factors and their age), the requested
+//! authentication context and the app assignment were checked against the directory *at that moment*,
+//! not at login. A second factor owed is [`SsoStep::SecondFactor`]: the web layer asks for it (or for
+//! its enrolment) and calls `advance_sso` again.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,8 +21,10 @@ use crate::config::{Config, SessionBackend};
 use crate::directory::LoginEvent;
 use crate::directory::{self, Directory, NewUser, ServiceProvider, User, UserStatus};
 use crate::keyring::{self, KeyRing};
+use crate::mfa::{self, Mfa, MfaKey, WebauthnSettings};
 use crate::policy::{
-    AccessRequest, Decision, DenyReason, IpRangeSet, Outcome, PolicySet, SessionFacts, Subject,
+    AccessRequest, Decision, DenyReason, IpRangeSet, MfaMethod, Outcome, PolicySet, SessionFacts,
+    Subject,
 };
 use crate::saml::authn_request::{Comparison, RequestedAuthnContext};
 use crate::saml::encrypt::{encrypt_assertion, DataEncryption};
@@ -46,6 +52,9 @@ pub enum StartError {
     File { path: String, message: String },
     #[error("metadata: {0}")]
     Metadata(String),
+    /// The MFA key or WebAuthn settings are unusable.
+    #[error("MFA: {0}")]
+    Mfa(#[from] mfa::Error),
 }
 
 /// Why an SSO did not end with an assertion, in terms a page can explain. SAML-level refusals that the SP
@@ -143,6 +152,34 @@ pub enum SsoOutcome {
     Login,
 }
 
+/// A second factor the session owes before the SSO can go on: what the MFA page asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondFactorNeeded {
+    /// The user, to run the factor ceremonies for.
+    pub user_id: i64,
+    /// The username, for the page and the logs.
+    pub username: String,
+    /// The user's effective policy: its name decides whether WebAuthn needs user verification.
+    pub policy: String,
+    /// Factors that would do: those the policy (and the SP's request) accepts that the user has, or,
+    /// with `enrol`, those the user can enrol now. Never empty.
+    pub methods: Vec<MfaMethod>,
+    /// The user has none of the acceptable factors: enrolment comes first (at sign-in, before any
+    /// assertion).
+    pub enrol: bool,
+    /// What is missing, in words, for the page.
+    pub missing: String,
+}
+
+/// What [`Idp::advance_sso`] leads to.
+#[derive(Debug)]
+pub enum SsoStep {
+    /// A response to post, or the login form.
+    Outcome(SsoOutcome),
+    /// The session must first complete (or enrol) a second factor; the pending request waits.
+    SecondFactor(SecondFactorNeeded),
+}
+
 /// The running IdP.
 pub struct Idp {
     pub config: Config,
@@ -159,6 +196,12 @@ pub struct Idp {
     policies: RwLock<Arc<PolicySet>>,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` headers are believed.
     pub trusted_proxies: IpRangeSet,
+    /// Second factors: enrolment, verification, recovery codes, WebAuthn ceremonies.
+    pub mfa: Mfa,
+    /// The key `mfa` was built with, so [`Idp::replace_directory`] can rebuild it.
+    mfa_key: MfaKey,
+    /// The WebAuthn relying party, when WebAuthn is on (the base URL's host is a name).
+    pub webauthn: Option<WebauthnSettings>,
 }
 
 /// What `Idp::start` prints for the person who started it.
@@ -183,6 +226,55 @@ pub fn fresh_id() -> Result<String, SsoError> {
     let mut buf = [0u8; 20];
     openssl::rand::rand_bytes(&mut buf).map_err(|e| SsoError::Build(e.to_string()))?;
     Ok(new_id(buf))
+}
+
+/// The configured MFA key, or the one kept in `<data_dir>/mfa.key` (created at first use).
+pub fn mfa_key(config: &Config) -> Result<MfaKey, StartError> {
+    match &config.mfa.key {
+        Some(text) => Ok(MfaKey::from_hex(text.expose())?),
+        None => {
+            let raw = read_or_create_secret(&config.data_dir.join("mfa.key"))?;
+            Ok(MfaKey::from_hex(&hex::encode(raw))?)
+        }
+    }
+}
+
+/// The WebAuthn relying party for this configuration: the RP ID is `mfa.webauthn_rp_id` or the host of
+/// the base URL, the origin is the base URL's. `None` when the host is an IP address: an RP ID must be a
+/// domain (WebAuthn L3 5.1.2).
+pub fn webauthn_settings(config: &Config) -> Option<WebauthnSettings> {
+    let url = webauthn_rs::prelude::Url::parse(config.base()).ok()?;
+    let host = match url.host()? {
+        url::Host::Domain(d) => d.to_owned(),
+        url::Host::Ipv4(_) | url::Host::Ipv6(_) => return None,
+    };
+    let rp_id = config.mfa.webauthn_rp_id.clone().unwrap_or(host);
+    let origin = webauthn_rs::prelude::Url::parse(&url.origin().ascii_serialization()).ok()?;
+    Some(WebauthnSettings {
+        rp_id,
+        rp_origin: origin,
+        rp_name: config.mfa.issuer.clone(),
+    })
+}
+
+/// Builds the MFA service over `directory` and `sessions`.
+fn build_mfa(
+    config: &Config,
+    directory: &Directory,
+    sessions: &Arc<dyn SessionStore>,
+    key: &MfaKey,
+    webauthn: Option<&WebauthnSettings>,
+) -> Result<Mfa, StartError> {
+    let service = Mfa::new(
+        directory.clone(),
+        sessions.clone(),
+        key.clone(),
+        config.mfa.issuer.clone(),
+    )?;
+    Ok(match webauthn {
+        Some(settings) => service.with_webauthn(settings)?,
+        None => service,
+    })
 }
 
 fn read_or_create_secret(path: &Path) -> Result<Vec<u8>, StartError> {
@@ -249,7 +341,19 @@ impl Idp {
         let trusted_proxies = config
             .trusted_proxy_set()
             .map_err(|e| StartError::Metadata(e.to_string()))?;
+        let mfa_key = mfa_key(&config)?;
+        let webauthn = webauthn_settings(&config);
+        if webauthn.is_none() {
+            tracing::info!(
+                base_url = %config.base_url,
+                "WebAuthn is off: the base URL's host is not a domain name"
+            );
+        }
+        let mfa = build_mfa(&config, &directory, &sessions, &mfa_key, webauthn.as_ref())?;
         let idp = Idp {
+            mfa,
+            mfa_key,
+            webauthn,
             policies,
             trusted_proxies,
             config,
@@ -261,6 +365,80 @@ impl Idp {
             sp_cache: RwLock::default(),
         };
         Ok((idp, report))
+    }
+
+    /// Swaps the directory (e.g. a test's cheaper password hasher) and rebuilds what holds it.
+    pub fn replace_directory(&mut self, directory: Directory) -> Result<(), StartError> {
+        self.mfa = build_mfa(
+            &self.config,
+            &directory,
+            &self.sessions,
+            &self.mfa_key,
+            self.webauthn.as_ref(),
+        )?;
+        self.directory = directory;
+        Ok(())
+    }
+
+    /// The second factors a user can enrol here: TOTP always, WebAuthn when it is on. Recovery codes
+    /// come with an enrolment, never alone.
+    pub fn enrollable_methods(&self) -> Vec<MfaMethod> {
+        let mut methods = vec![MfaMethod::Totp];
+        if self.webauthn.is_some() {
+            methods.push(MfaMethod::WebAuthn);
+        }
+        methods
+    }
+
+    /// Whether WebAuthn ceremonies under `policy` require user verification (PIN, biometric).
+    pub fn user_verification(&self, policy: &str) -> mfa::UserVerification {
+        if self
+            .config
+            .mfa
+            .user_verification_policies
+            .iter()
+            .any(|p| p == policy)
+        {
+            mfa::UserVerification::Required
+        } else {
+            mfa::UserVerification::Preferred
+        }
+    }
+
+    /// What the MFA page must ask `user` for, given the factors that would do (`wanted`): those
+    /// the user has, or else those the user can enrol. `methods` is empty when neither exists.
+    pub async fn second_factor(
+        &self,
+        user: &User,
+        policy: &str,
+        wanted: &[MfaMethod],
+        missing: String,
+    ) -> Result<SecondFactorNeeded, SsoError> {
+        let available = self.directory.mfa_available(&user.username).await?;
+        let usable: Vec<MfaMethod> = wanted
+            .iter()
+            .copied()
+            .filter(|m| available.contains(m))
+            .collect();
+        let enrol = usable.is_empty();
+        let methods = if enrol {
+            let enrollable = self.enrollable_methods();
+            wanted
+                .iter()
+                .copied()
+                .filter(|m| enrollable.contains(m))
+                .collect()
+        } else {
+            usable
+        };
+        Ok(SecondFactorNeeded {
+            user_id: user.id,
+            username: user.username.clone(),
+            policy: policy.to_owned(),
+            methods,
+            enrol,
+            missing,
+        })
     }
 
     pub fn idle_timeout(&self) -> Duration {
@@ -352,14 +530,47 @@ impl Idp {
                 Vec::new(),
             ),
         };
-        let decision = policies.decide(&AccessRequest {
+        let now = Utc::now().timestamp();
+        let mut decision = policies.decide(&AccessRequest {
             subject: &subject,
             ip,
             sp,
             session,
             mfa_available: &mfa_available,
-            now: Utc::now().timestamp(),
+            now,
         });
+        // A second factor is required but the user has none the policy accepts: rather than refuse,
+        // the user enrols one at sign-in, before any assertion. Decided again as if the factors that
+        // can be enrolled here were available, so the step-up names them.
+        let unmet = matches!(
+            decision.outcome,
+            Outcome::Deny {
+                reason: DenyReason::PolicyNotMet { .. }
+            }
+        );
+        if unmet && user_id.is_some() {
+            let mut can_enrol = mfa_available.clone();
+            for m in self.enrollable_methods() {
+                if !can_enrol.contains(&m) {
+                    can_enrol.push(m);
+                }
+            }
+            let retry = policies.decide(&AccessRequest {
+                subject: &subject,
+                ip,
+                sp,
+                session,
+                mfa_available: &can_enrol,
+                now,
+            });
+            if matches!(retry.outcome, Outcome::StepUp { .. }) {
+                decision = retry;
+                decision.trace.push(
+                    "the user has no second factor this policy accepts: enrolment at sign-in"
+                        .to_owned(),
+                );
+            }
+        }
         if let Outcome::Deny { reason } = &decision.outcome {
             let outcome = match reason {
                 DenyReason::IpNotAllowed { .. } => "ip_denied",
@@ -379,6 +590,20 @@ impl Idp {
                 .await?;
         }
         Ok(decision)
+    }
+
+    /// The name of `username`'s effective security policy (the built-in one for an unknown user).
+    pub async fn policy_of(&self, username: &str) -> Result<String, SsoError> {
+        let policies = self.policy_set().await?;
+        let subject = self
+            .directory
+            .subject_of(username)
+            .await?
+            .unwrap_or_else(|| Subject {
+                username: username.to_owned(),
+                ..Subject::default()
+            });
+        Ok(policies.effective_policy(&subject).0.name.clone())
     }
 
     /// Idle timeout and absolute lifetime for a new session under `policy`: the policy's values,
@@ -422,28 +647,46 @@ impl Idp {
         Ok(())
     }
 
-    /// Finishes an SSO for `pending` with the session the browser presented (if any). This is the only
-    /// place an assertion is built.
+    /// Finishes an SSO for `pending` with the session the browser presented (if any), for callers that
+    /// only post responses or show the login form: a second factor owed is [`SsoOutcome::Login`], and the
+    /// login page ([`Idp::advance_sso`]) then sends the person on to the MFA page.
     pub async fn complete_sso(
         &self,
         pending: &PendingRequest,
         session: Option<(&SessionId, &Session)>,
         client_ip: IpAddr,
     ) -> Result<SsoOutcome, SsoError> {
+        Ok(match self.advance_sso(pending, session, client_ip).await? {
+            SsoStep::Outcome(outcome) => outcome,
+            SsoStep::SecondFactor(_) => SsoOutcome::Login,
+        })
+    }
+
+    /// Takes an SSO for `pending` as far as the session allows: a response (the assertion, or a SAML
+    /// error for the SP), the login form, or the second factor the session still owes. This is the
+    /// only place an assertion is built.
+    pub async fn advance_sso(
+        &self,
+        pending: &PendingRequest,
+        session: Option<(&SessionId, &Session)>,
+        client_ip: IpAddr,
+    ) -> Result<SsoStep, SsoError> {
         let sp = self.sp(&pending.sp_entity_id).await?;
         if !sp.record.settings.enabled {
             return Err(SsoError::SpDisabled(sp.record.entity_id.clone()));
         }
+        // saml-core 3.4.1: IsPassive forbids any visible interaction; NoPassive says we could not.
+        let no_passive = || {
+            self.error_outcome(
+                pending,
+                Status::error(StatusCode::Responder, SubStatusCode::NoPassive),
+            )
+            .map(SsoStep::Outcome)
+        };
         let (id, session) = match session {
             Some(s) if !pending.force_authn => s,
-            // saml-core 3.4.1: IsPassive forbids any visible interaction; NoPassive says we could not.
-            _ if pending.is_passive => {
-                return self.error_outcome(
-                    pending,
-                    Status::error(StatusCode::Responder, SubStatusCode::NoPassive),
-                );
-            }
-            _ => return Ok(SsoOutcome::Login),
+            _ if pending.is_passive => return no_passive(),
+            _ => return Ok(SsoStep::Outcome(SsoOutcome::Login)),
         };
         // Checked at every SSO, not only at login: a disabled user's live cookie gets nothing.
         let user = self.directory.get_user(session.user_id).await?;
@@ -460,7 +703,7 @@ impl Idp {
             methods: session.authn_methods.clone(),
             authn_instant: session.authn_instant,
             last_seen: session.last_seen,
-            mfa_instant: None,
+            mfa_instant: session.mfa_instant,
         };
         let decision = self
             .check_access(
@@ -494,25 +737,35 @@ impl Idp {
                     missing,
                 });
             }
+            // A new password sign-in first; the login asks for any second factor after it.
             Outcome::StepUp {
                 reauthenticate: true,
-                mfa_methods,
                 ..
-            } if mfa_methods.is_empty() => {
+            } => {
                 if pending.is_passive {
-                    return self.error_outcome(
-                        pending,
-                        Status::error(StatusCode::Responder, SubStatusCode::NoPassive),
-                    );
+                    return no_passive();
                 }
-                return Ok(SsoOutcome::Login);
+                return Ok(SsoStep::Outcome(SsoOutcome::Login));
             }
-            // Second-factor step-up needs the MFA pages; until they exist the refusal says what is missing.
-            Outcome::StepUp { missing, .. } => {
-                return Err(SsoError::PolicyNotMet {
-                    user: user.username.clone(),
-                    missing,
-                });
+            // The session is missing a second factor (none yet, or too old for the policy or the SP).
+            Outcome::StepUp {
+                mfa_methods,
+                missing,
+                ..
+            } => {
+                if pending.is_passive {
+                    return no_passive();
+                }
+                let need = self
+                    .second_factor(&user, &decision.policy, &mfa_methods, missing)
+                    .await?;
+                if need.methods.is_empty() {
+                    return Err(SsoError::PolicyNotMet {
+                        user: user.username.clone(),
+                        missing: need.missing,
+                    });
+                }
+                return Ok(SsoStep::SecondFactor(need));
             }
         }
         if !self
@@ -525,24 +778,68 @@ impl Idp {
                 sp: sp.record.entity_id.clone(),
             });
         }
-        let class_ref = achieved_class_ref(&session.authn_methods, self.config.secure_cookies());
-        if let Some(requested) = pending.requested() {
-            if !context_satisfied(&requested, class_ref) {
-                // saml-core 3.3.2.2.1: the requested context cannot be met.
-                return self.error_outcome(
-                    pending,
-                    Status::error(StatusCode::Responder, SubStatusCode::NoAuthnContext),
-                );
-            }
-        }
+        let protected = self.config.secure_cookies();
+        let requested = pending.requested();
+        let class_ref =
+            match choose_class_ref(requested.as_ref(), &session.authn_methods, protected) {
+                Some(class_ref) => class_ref,
+                None => {
+                    // saml-core 3.3.2.2.1: the requested context is not met by what the session did. A
+                    // second factor the policy accepts may meet it (e.g. the REFEDS MFA profile asked of
+                    // a password-only session); otherwise the request cannot be satisfied.
+                    let policies = self.policy_set().await?;
+                    let accepted = policies
+                        .policy(&decision.policy)
+                        .map(|p| p.mfa_methods.clone())
+                        .unwrap_or_else(|| MfaMethod::ALL.to_vec());
+                    let helpful: Vec<MfaMethod> = accepted
+                        .into_iter()
+                        .filter(|m| !session.authn_methods.contains(&m.to_authn()))
+                        .filter(|m| {
+                            let mut with = session.authn_methods.clone();
+                            with.push(m.to_authn());
+                            choose_class_ref(requested.as_ref(), &with, protected).is_some()
+                        })
+                        .collect();
+                    let need = if helpful.is_empty() {
+                        None
+                    } else {
+                        let asked = requested
+                            .as_ref()
+                            .map(|r| r.class_refs.join(", "))
+                            .unwrap_or_default();
+                        let need = self
+                            .second_factor(
+                                &user,
+                                &decision.policy,
+                                &helpful,
+                                format!("the application asks for a stronger sign-in ({asked})"),
+                            )
+                            .await?;
+                        (!need.methods.is_empty()).then_some(need)
+                    };
+                    return match need {
+                        Some(_) if pending.is_passive => no_passive(),
+                        Some(need) => Ok(SsoStep::SecondFactor(need)),
+                        None => self
+                            .error_outcome(
+                                pending,
+                                Status::error(StatusCode::Responder, SubStatusCode::NoAuthnContext),
+                            )
+                            .map(SsoStep::Outcome),
+                    };
+                }
+            };
         let name_id = match self.name_id(&user, &sp, pending.name_id_format.as_deref())? {
             Some(n) => n,
             // saml-core 3.4.1.1: a Format we cannot produce for this user and SP.
             None => {
-                return self.error_outcome(
-                    pending,
-                    Status::error(StatusCode::Requester, SubStatusCode::InvalidNameIdPolicy),
-                )
+                return self
+                    .error_outcome(
+                        pending,
+                        Status::error(StatusCode::Requester, SubStatusCode::InvalidNameIdPolicy),
+                    )
+                    .map(SsoStep::Outcome)
             }
         };
         let now = Utc::now();
@@ -568,7 +865,14 @@ impl Idp {
             name_id: name_id.clone(),
             lifetime: chrono::Duration::seconds(self.config.saml.assertion_lifetime_secs),
             clock_skew: chrono::Duration::seconds(self.config.saml.clock_skew_secs.min(300)),
-            authn_instant: DateTime::<Utc>::from_timestamp(session.authn_instant, 0).unwrap_or(now),
+            // saml-core 2.7.2: the latest authentication act, a step-up included.
+            authn_instant: DateTime::<Utc>::from_timestamp(
+                session
+                    .mfa_instant
+                    .map_or(session.authn_instant, |t| t.max(session.authn_instant)),
+                0,
+            )
+            .unwrap_or(now),
             session_index: session_index.clone(),
             session_not_on_or_after: absolute_end,
             authn_context_class_ref: class_ref.to_owned(),
@@ -610,12 +914,12 @@ impl Idp {
                 },
             )
             .await?;
-        tracing::info!(user = %user.username, sp = %sp.record.entity_id, "assertion issued");
-        Ok(SsoOutcome::Post {
+        tracing::info!(user = %user.username, sp = %sp.record.entity_id, class_ref, "assertion issued");
+        Ok(SsoStep::Outcome(SsoOutcome::Post {
             acs_url: pending.acs_url.clone(),
             response_xml,
             relay_state: pending.relay_state.clone(),
-        })
+        }))
     }
 
     /// A signed SAML error response to the SP's (metadata) ACS URL.
@@ -692,7 +996,8 @@ impl Idp {
         }))
     }
 
-    /// Creates a session after a successful sign-in and returns its id for the cookie.
+    /// Creates a session after a successful sign-in and returns its id for the cookie. When `methods`
+    /// include a second factor, it counts as completed now (the session's `mfa_instant`).
     pub async fn open_session(
         &self,
         user: &User,
@@ -701,14 +1006,17 @@ impl Idp {
         user_agent: &str,
         lifetimes: (Duration, Duration),
     ) -> Result<SessionId, SsoError> {
-        let session = Session::new(
+        let now = Utc::now().timestamp();
+        let has_mfa = methods.iter().any(|m| *m != AuthnMethod::Password);
+        let mut session = Session::new(
             user.id,
             user.username.clone(),
             methods,
             client_ip,
             user_agent,
-            Utc::now().timestamp(),
+            now,
         );
+        session.mfa_instant = has_mfa.then_some(now);
         Ok(self
             .sessions
             .create(&session, lifetimes.0, lifetimes.1)
@@ -716,16 +1024,77 @@ impl Idp {
     }
 }
 
-/// The AuthnContext class the session's methods achieved (saml-authn-context 3.4).
+/// Every AuthnContext class the session's methods truthfully describe, strongest first
+/// (saml-authn-context 3.4): the REFEDS MFA profile when a password and a second factor were used;
+/// TimeSyncToken (3.4.20) when that second factor was a TOTP code; PasswordProtectedTransport (3.4.7)
+/// over https; Password (3.4.7). A session without a password describes none.
+pub fn achieved_class_refs(
+    methods: &[AuthnMethod],
+    protected_transport: bool,
+) -> Vec<&'static str> {
+    let mut refs = Vec::new();
+    if !methods.contains(&AuthnMethod::Password) {
+        return refs;
+    }
+    if methods.iter().any(|m| *m != AuthnMethod::Password) {
+        refs.push(class_ref::REFEDS_MFA);
+    }
+    if methods.contains(&AuthnMethod::Totp) {
+        refs.push(class_ref::TIME_SYNC_TOKEN);
+    }
+    if protected_transport {
+        refs.push(class_ref::PASSWORD_PROTECTED_TRANSPORT);
+    }
+    refs.push(class_ref::PASSWORD);
+    refs
+}
+
+/// The AuthnContext class the session's methods achieved: the strongest of [`achieved_class_refs`].
 pub fn achieved_class_ref(methods: &[AuthnMethod], protected_transport: bool) -> &'static str {
-    if methods.iter().any(|m| *m != AuthnMethod::Password)
-        && methods.contains(&AuthnMethod::Password)
-    {
-        class_ref::REFEDS_MFA
-    } else if protected_transport {
-        class_ref::PASSWORD_PROTECTED_TRANSPORT
-    } else {
-        class_ref::PASSWORD
+    achieved_class_refs(methods, protected_transport)
+        .first()
+        .copied()
+        .unwrap_or(class_ref::PASSWORD)
+}
+
+/// The class to assert for a session with `methods`, given what the SP requested, or `None` when no
+/// class the session achieved satisfies the request (saml-core 3.3.2.2.1):
+/// - nothing requested: the strongest achieved class;
+/// - `exact`: the first requested class (the SP's order of preference) that was achieved;
+/// - `minimum`: a requested class that was achieved, else the strongest achieved class at least as
+///   strong as one requested;
+/// - `better`: the strongest achieved class stronger than one requested;
+/// - `maximum`: the strongest achieved class not stronger than one requested.
+pub fn choose_class_ref(
+    requested: Option<&RequestedAuthnContext>,
+    methods: &[AuthnMethod],
+    protected_transport: bool,
+) -> Option<&'static str> {
+    let achieved = achieved_class_refs(methods, protected_transport);
+    let Some(requested) = requested else {
+        return achieved.first().copied();
+    };
+    let exact = || {
+        requested
+            .class_refs
+            .iter()
+            .find_map(|wanted| achieved.iter().find(|c| **c == wanted.as_str()).copied())
+    };
+    let one_satisfying = |comparison: Comparison| {
+        let single = RequestedAuthnContext {
+            comparison,
+            class_refs: requested.class_refs.clone(),
+        };
+        achieved
+            .iter()
+            .find(|c| context_satisfied(&single, c))
+            .copied()
+    };
+    match requested.comparison {
+        Comparison::Exact => exact(),
+        Comparison::Minimum => exact().or_else(|| one_satisfying(Comparison::Minimum)),
+        Comparison::Better => one_satisfying(Comparison::Better),
+        Comparison::Maximum => one_satisfying(Comparison::Maximum),
     }
 }
 
@@ -895,6 +1264,94 @@ mod tests {
                 "{requested:?} vs {achieved}"
             );
         }
+    }
+
+    #[test]
+    fn chosen_class_ref_follows_the_comparison() {
+        use AuthnMethod::{Password, RecoveryCode, Totp, WebAuthn};
+        let mfa = class_ref::REFEDS_MFA;
+        let tst = class_ref::TIME_SYNC_TOKEN;
+        let ppt = class_ref::PASSWORD_PROTECTED_TRANSPORT;
+        let pw = class_ref::PASSWORD;
+        type Case = (
+            Option<RequestedAuthnContext>,
+            &'static [AuthnMethod],
+            bool,
+            Option<&'static str>,
+        );
+        let cases: [Case; 13] = [
+            (None, &[Password], true, Some(ppt)),
+            (None, &[Password, WebAuthn], true, Some(mfa)),
+            (None, &[Password, RecoveryCode], false, Some(mfa)),
+            (
+                Some(req(Comparison::Exact, &[tst, mfa])),
+                &[Password, Totp],
+                true,
+                Some(tst),
+            ),
+            (
+                Some(req(Comparison::Exact, &[tst])),
+                &[Password, WebAuthn],
+                true,
+                None,
+            ),
+            (
+                Some(req(Comparison::Exact, &[ppt])),
+                &[Password, Totp],
+                true,
+                Some(ppt),
+            ),
+            (
+                Some(req(Comparison::Exact, &[ppt])),
+                &[Password, Totp],
+                false,
+                None,
+            ),
+            (
+                Some(req(Comparison::Minimum, &[pw])),
+                &[Password],
+                true,
+                Some(pw),
+            ),
+            (
+                Some(req(Comparison::Minimum, &[ppt])),
+                &[Password, Totp],
+                false,
+                Some(mfa),
+            ),
+            (
+                Some(req(Comparison::Minimum, &[mfa])),
+                &[Password],
+                true,
+                None,
+            ),
+            (
+                Some(req(Comparison::Better, &[ppt])),
+                &[Password, WebAuthn],
+                true,
+                Some(mfa),
+            ),
+            (
+                Some(req(Comparison::Better, &[mfa])),
+                &[Password, WebAuthn],
+                true,
+                None,
+            ),
+            (
+                Some(req(Comparison::Maximum, &[ppt])),
+                &[Password, Totp],
+                true,
+                Some(ppt),
+            ),
+        ];
+        for (requested, methods, protected, expected) in cases {
+            assert_eq!(
+                choose_class_ref(requested.as_ref(), methods, protected),
+                expected,
+                "{requested:?} {methods:?} protected={protected}"
+            );
+        }
+        assert_eq!(choose_class_ref(None, &[Totp], true), None);
     }
 
     #[test]

@@ -15,12 +15,15 @@ use tessera::keyring::{KeyRing, RotateStep};
 use tessera::saml::metadata::parse_sp_metadata;
 use tessera::saml::xmldsig::keys::KeyKind;
 
+use std::sync::Arc;
+use tessera::config::SessionBackend;
+use tessera::mfa::{Mfa, MfaActor};
 use tessera::policy::{
     lockout as lockout_decision, AccessRequest, AssignmentTarget, IpRange, IpRule, MfaMethod,
     PolicyAssignment, PolicyData, PolicySet, Requirement, RuleScope, SecurityPolicy, SessionFacts,
     SpRequirement,
 };
-use tessera::session::AuthnMethod;
+use tessera::session::{AuthnMethod, MemoryStore, RedisStore, SessionStore};
 
 #[derive(Parser)]
 #[command(
@@ -83,6 +86,16 @@ enum UserCommand {
     Disable { username: String },
     /// Enable a disabled user.
     Enable { username: String },
+    /// Show a user's second factors and their MFA audit trail.
+    Mfa { username: String },
+    /// Remove all of a user's second factors (lost devices). Recorded in the MFA audit trail; if
+    /// their policy requires MFA, the user enrols again at the next sign-in.
+    ResetMfa {
+        username: String,
+        /// The administrator doing it, for the audit trail (default: recorded as the console).
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -485,8 +498,81 @@ async fn user(config: &Config, command: UserCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             println!("enabled {username}");
         }
+        UserCommand::Mfa { username } => {
+            let user = find_user(&directory, &username).await?;
+            let mfa = mfa_service(config, &directory).await?;
+            let factors = mfa.factors(user.id).await.map_err(|e| e.to_string())?;
+            let totp = match (factors.totp, factors.totp_pending) {
+                (true, _) => "active",
+                (false, true) => "enrolment pending",
+                (false, false) => "none",
+            };
+            println!("user:           {}", user.username);
+            println!("totp:           {totp}");
+            println!("webauthn:       {}", factors.webauthn.join(", "));
+            println!("recovery codes: {} unused", factors.recovery_codes_left);
+            println!("events:");
+            for event in mfa.events(user.id).await.map_err(|e| e.to_string())? {
+                let at = chrono::DateTime::<Utc>::from_timestamp(event.at, 0)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                println!(
+                    "  {at}\t{}\t{}\t{}",
+                    event.action.as_str(),
+                    event.actor.to_stored(),
+                    event.detail
+                );
+            }
+        }
+        UserCommand::ResetMfa { username, by } => {
+            let user = find_user(&directory, &username).await?;
+            let mfa = mfa_service(config, &directory).await?;
+            let actor = match by {
+                Some(admin) if !admin.trim().is_empty() => MfaActor::Admin(admin.trim().to_owned()),
+                _ => MfaActor::Console,
+            };
+            let reset = mfa
+                .reset_factors(user.id, &actor)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "reset the second factors of {}: totp {}, {} webauthn authenticator(s), {} recovery code(s) removed; recorded as {}",
+                user.username,
+                if reset.totp { "removed" } else { "none" },
+                reset.webauthn,
+                reset.recovery_codes,
+                actor.to_stored()
+            );
+        }
     }
     Ok(())
+}
+
+async fn find_user(
+    directory: &Directory,
+    username: &str,
+) -> Result<tessera::directory::User, String> {
+    directory
+        .get_user_by_username(username)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("user {username:?} not found"))
+}
+
+/// The MFA service as the server builds it (same key, same session store for attempt counters).
+async fn mfa_service(config: &Config, directory: &Directory) -> Result<Mfa, String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    let key = tessera::idp::mfa_key(config).map_err(|e| e.to_string())?;
+    let store: Arc<dyn SessionStore> = match config.session.backend {
+        SessionBackend::Memory => Arc::new(MemoryStore::new()),
+        SessionBackend::Redis => Arc::new(
+            RedisStore::connect(&config.session.redis_url, &config.session.key_prefix)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+    };
+    Mfa::new(directory.clone(), store, key, config.mfa.issuer.clone()).map_err(|e| e.to_string())
 }
 
 /// Largest metadata document fetched from a URL.

@@ -18,5 +18,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = request
         .clone()
         .verify_post(context::sp_keys(), &VerifyPolicy::default(), true);
-    let _ = request.verify_post(context::sp_keys(), &VerifyPolicy { allow_sha1: true }, false);
+    let _ = request.verify_post(
+        context::sp_keys(),
+        &VerifyPolicy { allow_sha1: true },
+        false,
+    );
 });

@@ -13,7 +13,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let first = canonicalize(&root, &Options::default());
-    let reparsed = match parse(&first, &Limits { max_bytes: usize::MAX, ..Limits::default() }) {
+    let reparsed = match parse(
+        &first,
+        &Limits {
+            max_bytes: usize::MAX,
+            ..Limits::default()
+        },
+    ) {
         Ok(e) => e,
         Err(e) => panic!(
             "canonical form does not parse: {e}\n{}",
@@ -28,7 +34,13 @@ fuzz_target!(|data: &[u8]| {
     );
     // Serializing the tree must also give back the same tree's canonical form.
     let serialized = root.to_xml();
-    if let Ok(again) = parse(serialized.as_bytes(), &Limits { max_bytes: usize::MAX, ..Limits::default() }) {
+    if let Ok(again) = parse(
+        serialized.as_bytes(),
+        &Limits {
+            max_bytes: usize::MAX,
+            ..Limits::default()
+        },
+    ) {
         assert_eq!(
             String::from_utf8_lossy(&canonicalize(&again, &Options::default())),
             String::from_utf8_lossy(&first),

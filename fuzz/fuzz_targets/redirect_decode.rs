@@ -22,9 +22,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let ctx = context::context();
     if let Ok(request) = parse_authn_request(&message.xml, &ctx) {
-        let _ = request.verify_redirect(message.signature.as_ref(), context::sp_keys(), false, true);
+        let _ =
+            request.verify_redirect(message.signature.as_ref(), context::sp_keys(), false, true);
     }
     if let Ok(request) = parse_logout_request(&message.xml, &ctx) {
-        let _ = request.verify_redirect(message.signature.as_ref(), context::sp_keys(), true, false);
+        let _ =
+            request.verify_redirect(message.signature.as_ref(), context::sp_keys(), true, false);
     }
 });

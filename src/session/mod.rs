@@ -221,6 +221,11 @@ pub struct Session {
     pub last_seen: i64,
     /// Every SP the session reached, in order, for single logout (saml-core 3.7).
     pub sp_sessions: Vec<SpSession>,
+    /// When a second factor was last completed in this session (unix seconds): policies and SPs
+    /// that want a recent MFA measure from it. `None` until one is; records written before this
+    /// field existed read as `None`.
+    #[serde(default)]
+    pub mfa_instant: Option<i64>,
 }
 
 impl Session {
@@ -243,6 +248,7 @@ impl Session {
             created_at: now,
             last_seen: now,
             sp_sessions: Vec::new(),
+            mfa_instant: None,
         }
     }
 }

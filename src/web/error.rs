@@ -37,6 +37,13 @@ pub enum WebError {
     /// A page that needs a session was asked for without one.
     #[error("not signed in")]
     NotSignedIn,
+    /// A second-factor page was reached without a live half-signed-in state (expired, finished, or
+    /// made for another session).
+    #[error("no second-factor step in progress")]
+    MfaExpired,
+    /// The MFA engine failed (store, directory, configuration); wrong codes are not errors.
+    #[error("MFA: {0}")]
+    Mfa(#[from] crate::mfa::Error),
 }
 
 impl WebError {
@@ -134,6 +141,36 @@ impl WebError {
                 "Not signed in",
                 "You need to sign in first.",
                 "Go to the sign-in page.",
+            ),
+            WebError::MfaExpired => (
+                StatusCode::BAD_REQUEST,
+                "Sign-in expired",
+                "This verification step is no longer in progress: it took too long, was finished already, or belongs to another sign-in.",
+                "Go back to the application, or to the sign-in page, and start again.",
+            ),
+            WebError::Mfa(crate::mfa::Error::Session(_) | crate::mfa::Error::Directory(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in is temporarily unavailable",
+                "Tessera cannot reach its session store or directory right now, so no one can be signed in.",
+                "Please try again in a minute. If this persists, contact your administrator.",
+            ),
+            WebError::Mfa(crate::mfa::Error::WebauthnNotConfigured | crate::mfa::Error::WebauthnNotEnrolled) => (
+                StatusCode::BAD_REQUEST,
+                "Security keys are not available",
+                "Security keys and passkeys cannot be used here.",
+                "Use another way to verify, or contact your administrator.",
+            ),
+            WebError::Mfa(crate::mfa::Error::NoCeremony) => (
+                StatusCode::BAD_REQUEST,
+                "Please try again",
+                "The security key step took too long or was already used.",
+                "Go back and try again.",
+            ),
+            WebError::Mfa(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Tessera could not check your second factor.",
+                "Please try again; the reference below helps your administrator.",
             ),
         };
         (status, title, Cow::Borrowed(message), hint)

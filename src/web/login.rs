@@ -13,13 +13,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Deserialize;
 
+use super::mfa::{self, MfaState, ReturnTo};
 use super::pages::{html, AppLink, AppsPage, LoginPage, SignedOutPage};
 use super::sso::respond;
 use super::{
     client_ip, cookie, current_session, set_cookie, AppState, WebError, CSRF_COOKIE, SESSION_COOKIE,
 };
 use crate::directory::PasswordCheck;
-use crate::idp::{Idp, PendingRequest, SsoError, SsoOutcome};
+use crate::idp::{Idp, PendingRequest, SsoError, SsoOutcome, SsoStep};
 use crate::policy::{DenyReason, Outcome, SessionFacts};
 use crate::session::AuthnMethod;
 
@@ -54,7 +55,7 @@ pub struct LogoutForm {
 }
 
 /// A form body that is not a form: Tessera's page, not axum's plain text.
-fn malformed_form(e: FormRejection) -> WebError {
+pub(super) fn malformed_form(e: FormRejection) -> WebError {
     WebError::BadRequest {
         message: "The form could not be read.",
         detail: e.body_text(),
@@ -70,7 +71,7 @@ pub fn malformed_query(e: QueryRejection) -> WebError {
 }
 
 /// The CSRF token of this browser: the cookie's value, or a new one to set.
-fn csrf_token(headers: &HeaderMap) -> (String, bool) {
+pub(super) fn csrf_token(headers: &HeaderMap) -> (String, bool) {
     match cookie(headers, CSRF_COOKIE) {
         Some(v) if v.len() == 43 => (v.to_owned(), false),
         _ => {
@@ -90,7 +91,7 @@ fn csrf_token(headers: &HeaderMap) -> (String, bool) {
 }
 
 /// Double-submit check: the form field must equal the cookie, compared in constant time.
-fn check_csrf(headers: &HeaderMap, submitted: &str) -> Result<(), WebError> {
+pub(super) fn check_csrf(headers: &HeaderMap, submitted: &str) -> Result<(), WebError> {
     match cookie(headers, CSRF_COOKIE) {
         Some(expected)
             if expected.len() == 43
@@ -141,7 +142,8 @@ async fn sp_display_name(idp: &Idp, pending: Option<&PendingRequest>) -> Option<
         .map(|sp| sp.record.display_name.clone())
 }
 
-/// `GET /login`: the form, unless a live session can answer the pending request at once.
+/// `GET /login`: the form, unless a live session can answer the pending request at once (or only needs
+/// a second factor for it: then the MFA page).
 pub async fn login_form(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -153,16 +155,28 @@ pub async fn login_form(
     let pending = idp.pending(&query.request).await?;
     if let Some(pending) = &pending {
         if session.is_some() || pending.is_passive {
-            let outcome = idp
-                .complete_sso(
-                    pending,
-                    session.as_ref().map(|(id, s)| (id, s)),
-                    client_ip(&idp, peer, &headers),
-                )
+            let ip = client_ip(&idp, peer, &headers);
+            let step = idp
+                .advance_sso(pending, session.as_ref().map(|(id, s)| (id, s)), ip)
                 .await?;
-            if let SsoOutcome::Post { .. } = outcome {
-                idp.forget_pending(&query.request).await?;
-                return Ok(respond(outcome));
+            match step {
+                SsoStep::Outcome(SsoOutcome::Login) => {}
+                SsoStep::Outcome(outcome) => {
+                    idp.forget_pending(&query.request).await?;
+                    return Ok(respond(outcome));
+                }
+                SsoStep::SecondFactor(need) => {
+                    let session_id = session.as_ref().map(|(id, _)| id);
+                    let state = MfaState::new(
+                        need,
+                        &query.request,
+                        session_id,
+                        ip,
+                        user_agent(&headers),
+                        ReturnTo::Apps,
+                    );
+                    return mfa::begin(&idp, &state).await;
+                }
             }
         }
     } else if session.is_some() {
@@ -185,7 +199,16 @@ pub async fn login_form(
     ))
 }
 
-/// `POST /login`: checks the password, opens a session and finishes the pending SSO, if any.
+/// The client's User-Agent, recorded in the session.
+fn user_agent(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// `POST /login`: checks the password; then either asks for the second factor the user's policy
+/// requires (no session yet), or opens a session and finishes the pending SSO, if any.
 pub async fn login_submit(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -205,7 +228,10 @@ pub async fn login_submit(
     let ip = client_ip(&idp, peer, &headers);
     let username = form.username.trim();
     // The IP allowlists are checked before the password is even looked at.
-    access_granted(&idp, username, ip, None).await?;
+    let decision = idp.check_access(username, ip, None, None).await?;
+    if !matches!(decision.outcome, Outcome::Admit) {
+        return Err(refusal(decision.outcome, username, ip));
+    }
     let check = idp
         .directory
         .verify_password(username, &form.password)
@@ -234,7 +260,40 @@ pub async fn login_submit(
     };
     // The user's security policy, now that we know who it is and how they signed in.
     let facts = SessionFacts::fresh(vec![AuthnMethod::Password], chrono::Utc::now().timestamp());
-    let policy = access_granted(&idp, &user.username, ip, Some(&facts)).await?;
+    let decision = idp
+        .check_access(&user.username, ip, None, Some(&facts))
+        .await?;
+    let policy = match decision.outcome {
+        Outcome::Admit => decision.policy,
+        // The policy requires a second factor: ask for it (or for its enrolment) before any session.
+        Outcome::StepUp {
+            reauthenticate: false,
+            mfa_methods,
+            missing,
+        } if !mfa_methods.is_empty() => {
+            let need = idp
+                .second_factor(&user, &decision.policy, &mfa_methods, missing)
+                .await?;
+            if need.methods.is_empty() {
+                return Err(SsoError::PolicyNotMet {
+                    user: user.username.clone(),
+                    missing: need.missing,
+                }
+                .into());
+            }
+            tracing::info!(user = %user.username, ip = %peer.ip(), "password accepted; second factor next");
+            let state = MfaState::new(
+                need,
+                request,
+                None,
+                ip,
+                user_agent(&headers),
+                ReturnTo::Apps,
+            );
+            return mfa::begin(&idp, &state).await;
+        }
+        other => return Err(refusal(other, &user.username, ip)),
+    };
     let lifetimes = idp.session_lifetimes(&policy).await?;
     // A new sign-in replaces whatever session this browser had (ForceAuthn, or another user).
     if let Some((old, _)) = current_session(&idp, &headers).await? {
@@ -243,76 +302,72 @@ pub async fn login_submit(
             .await
             .map_err(|e| WebError::Sso(e.into()))?;
     }
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
     let id = idp
         .open_session(
             &user,
             vec![AuthnMethod::Password],
             ip,
-            user_agent,
+            user_agent(&headers),
             lifetimes,
         )
         .await?;
     let session_cookie = set_cookie(&idp, SESSION_COOKIE, &id.to_cookie(), None, "Lax");
     tracing::info!(user = %user.username, ip = %peer.ip(), "signed in");
-    let response = match pending {
-        Some(mut pending) => {
-            pending.force_authn = false;
-            let session = idp
-                .sessions
-                .get(&id)
-                .await
-                .map_err(|e| WebError::Sso(e.into()))?;
-            let outcome = idp
-                .complete_sso(&pending, session.as_ref().map(|s| (&id, s)), ip)
-                .await;
-            // The session exists now; even a refusal below keeps the person signed in.
-            match outcome {
-                Ok(outcome) => {
-                    idp.forget_pending(&form.request).await?;
-                    respond(outcome)
-                }
-                Err(e) => {
-                    let mut response = WebError::Sso(e).into_response();
-                    response
-                        .headers_mut()
-                        .append(header::SET_COOKIE, session_cookie);
-                    return Ok(response);
-                }
-            }
-        }
-        None => Redirect::to("/apps").into_response(),
+    let session = idp
+        .sessions
+        .get(&id)
+        .await
+        .map_err(|e| WebError::Sso(e.into()))?
+        .ok_or(WebError::NotSignedIn)?;
+    let mut response = match mfa::resume(
+        &idp,
+        &id,
+        &session,
+        request,
+        ip,
+        user_agent(&headers),
+        ReturnTo::Apps,
+    )
+    .await
+    {
+        Ok(response) => response,
+        // The session exists now; even a refusal keeps the person signed in.
+        Err(e) => e.into_response(),
     };
-    let mut response = response;
     response
         .headers_mut()
         .append(header::SET_COOKIE, session_cookie);
     Ok(response)
 }
 
-/// Runs the access policy for a sign-in (before the password with `session: None`, after it with the
-/// fresh session's facts) and returns the name of the user's effective policy. Anything but admit is a
-/// refusal here: second-factor step-up needs the MFA pages, so until then the page says what is missing.
-async fn access_granted(
-    idp: &Idp,
-    username: &str,
-    ip: IpAddr,
-    session: Option<&SessionFacts>,
-) -> Result<String, WebError> {
-    let decision = idp.check_access(username, ip, None, session).await?;
-    match decision.outcome {
-        Outcome::Admit => Ok(decision.policy),
-        Outcome::Deny { reason: DenyReason::IpNotAllowed { refused_by } } => {
-            let reason = refused_by.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-            Err(SsoError::IpDenied { user: username.to_owned(), ip, reason }.into())
+/// The refusal for an access decision that is not an admit (a step-up that cannot be taken here
+/// says what is missing).
+fn refusal(outcome: Outcome, username: &str, ip: IpAddr) -> WebError {
+    match outcome {
+        Outcome::Deny {
+            reason: DenyReason::IpNotAllowed { refused_by },
+        } => {
+            let reason = refused_by
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            SsoError::IpDenied {
+                user: username.to_owned(),
+                ip,
+                reason,
+            }
+            .into()
         }
-        Outcome::Deny { reason: DenyReason::PolicyNotMet { missing } }
-        | Outcome::StepUp { missing, .. } => {
-            Err(SsoError::PolicyNotMet { user: username.to_owned(), missing }.into())
+        Outcome::Deny {
+            reason: DenyReason::PolicyNotMet { missing },
         }
+        | Outcome::StepUp { missing, .. } => SsoError::PolicyNotMet {
+            user: username.to_owned(),
+            missing,
+        }
+        .into(),
+        Outcome::Admit => SsoError::Build("an admitted access was refused".to_owned()).into(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod error;
 mod login;
+mod mfa;
 mod pages;
 mod sso;
 
@@ -28,6 +29,8 @@ pub type AppState = Arc<Idp>;
 pub const SESSION_COOKIE: &str = "tessera_session";
 /// Name of the double-submit CSRF cookie for Tessera's own forms.
 pub const CSRF_COOKIE: &str = "tessera_csrf";
+/// Name of the cookie of a sign-in waiting for its second factor.
+pub use mfa::MFA_COOKIE;
 
 /// Every route of Tessera.
 pub fn router(idp: AppState) -> Router {
@@ -39,6 +42,34 @@ pub fn router(idp: AppState) -> Router {
         .route("/login", get(login::login_form).post(login::login_submit))
         .route("/logout", post(login::logout))
         .route("/apps", get(login::apps))
+        .route("/mfa", get(mfa::page))
+        .route("/mfa/totp", post(mfa::totp_submit))
+        .route("/mfa/recovery", post(mfa::recovery_submit))
+        .route("/mfa/webauthn/options", post(mfa::webauthn_options))
+        .route("/mfa/webauthn", post(mfa::webauthn_submit))
+        .route("/mfa/enrol/totp", post(mfa::enrol_totp))
+        .route(
+            "/mfa/enrol/webauthn/options",
+            post(mfa::enrol_webauthn_options),
+        )
+        .route("/mfa/enrol/webauthn", post(mfa::enrol_webauthn))
+        .route("/mfa/continue", post(mfa::continue_after_codes))
+        .route("/mfa/webauthn.js", get(mfa::script))
+        .route("/mfa/manage", get(mfa::manage).post(mfa::manage_return))
+        .route("/mfa/manage/totp", post(mfa::manage_totp))
+        .route(
+            "/mfa/manage/webauthn/options",
+            post(mfa::manage_webauthn_options),
+        )
+        .route("/mfa/manage/webauthn", post(mfa::manage_webauthn))
+        .route(
+            "/mfa/manage/webauthn/remove",
+            post(mfa::manage_webauthn_remove),
+        )
+        .route(
+            "/mfa/manage/recovery-codes",
+            post(mfa::manage_recovery_codes),
+        )
         .route("/", get(|| async { axum::response::Redirect::to("/apps") }))
         .with_state(idp)
 }

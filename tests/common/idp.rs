@@ -7,6 +7,7 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -66,6 +67,16 @@ pub struct TestIdp {
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
+/// How [`TestIdp::start_with`] listens and whose forwarding headers it believes.
+#[derive(Debug, Clone, Default)]
+pub struct Listen {
+    /// Listen on `[::]` (dual-stack) instead of 127.0.0.1, so clients on ::1 can connect too; IPv4
+    /// clients then reach the server as IPv4-mapped peers (::ffff:127.0.0.x).
+    pub dual_stack: bool,
+    /// `trusted_proxies` of the configuration (ranges as written in tessera.toml).
+    pub trusted_proxies: Vec<String>,
+}
+
 /// The password every test user gets (long enough for the policy).
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -77,11 +88,23 @@ impl TestIdp {
 
     /// Starts Tessera with its state in `dir` on `port` (0: any free port).
     pub async fn start_on(dir: &Path, store: &Store, port: u16) -> TestIdp {
-        let listener = bind(port).await;
+        Self::start_inner(dir, store, port, &Listen::default()).await
+    }
+
+    /// Starts Tessera on a free port, listening and trusting proxies as `listen` says. `base_url` stays
+    /// `http://127.0.0.1:<port>` (the entity ID and SSO URL every SP is given).
+    pub async fn start_with(dir: &Path, store: &Store, listen: &Listen) -> TestIdp {
+        Self::start_inner(dir, store, 0, listen).await
+    }
+
+    async fn start_inner(dir: &Path, store: &Store, port: u16, listen: &Listen) -> TestIdp {
+        let host = if listen.dual_stack { "::" } else { "127.0.0.1" };
+        let listener = bind(host, port).await;
         let port = listener.local_addr().unwrap().port();
         let mut config = Config::for_test(dir);
         config.base_url = format!("http://127.0.0.1:{port}");
         config.listen = listener.local_addr().unwrap();
+        config.trusted_proxies = listen.trusted_proxies.clone();
         match store {
             Store::Memory => config.session.backend = SessionBackend::Memory,
             Store::Redis { url, prefix } => {
@@ -93,12 +116,57 @@ impl TestIdp {
         let (mut idp, _report) = Idp::start(config).await.expect("Idp::start");
         // The OWASP costs (19 MiB, 2 passes) make each login ~50 ms in a debug build; the behaviour under
         // test does not depend on the costs, so use small ones.
-        idp.directory = Directory::connect_with(
+        let cheap = Directory::connect_with(
             &idp.config.database_url,
             PasswordHasher::new(256, 1, 1).unwrap(),
         )
         .await
         .unwrap();
+        idp.replace_directory(cheap).unwrap();
+        let idp = Arc::new(idp);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(tessera::web::serve(idp.clone(), listener, async move {
+            let _ = rx.await;
+        }));
+        TestIdp {
+            idp,
+            port,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Starts Tessera on 127.0.0.1 (any free port) with base URL `http://{base_host}:<port>` after
+    /// `configure` adjusted the configuration. `localhost` gives WebAuthn a domain for its RP ID; reach
+    /// such a server at `http://localhost:<port>` (not [`TestIdp::url`]) so cookies match the origin.
+    pub async fn start_configured(
+        dir: &Path,
+        store: &Store,
+        base_host: &str,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestIdp {
+        let listener = bind("127.0.0.1", 0).await;
+        let port = listener.local_addr().unwrap().port();
+        let mut config = Config::for_test(dir);
+        config.base_url = format!("http://{base_host}:{port}");
+        config.listen = listener.local_addr().unwrap();
+        match store {
+            Store::Memory => config.session.backend = SessionBackend::Memory,
+            Store::Redis { url, prefix } => {
+                config.session.backend = SessionBackend::Redis;
+                config.session.redis_url = url.clone();
+                config.session.key_prefix = prefix.clone();
+            }
+        }
+        configure(&mut config);
+        let (mut idp, _report) = Idp::start(config).await.expect("Idp::start");
+        let cheap = Directory::connect_with(
+            &idp.config.database_url,
+            PasswordHasher::new(256, 1, 1).unwrap(),
+        )
+        .await
+        .unwrap();
+        idp.replace_directory(cheap).unwrap();
         let idp = Arc::new(idp);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(tessera::web::serve(idp.clone(), listener, async move {
@@ -115,6 +183,11 @@ impl TestIdp {
     /// `http://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `http://[::1]:<port><path>`, for IPv6 clients of a dual-stack server.
+    pub fn url_v6(&self, path: &str) -> String {
+        format!("http://[::1]:{}{path}", self.port)
     }
 
     /// Our entity ID as the SP knows it.
@@ -199,17 +272,18 @@ impl Drop for TestIdp {
     }
 }
 
-/// Binds 127.0.0.1:`port`, retrying for a while when a just-closed listener still holds it.
-async fn bind(port: u16) -> tokio::net::TcpListener {
+/// Binds `host`:`port`, retrying for a while when a just-closed listener still holds it. `[::]` is
+/// dual-stack where the system default allows it (Linux `net.ipv6.bindv6only = 0`).
+async fn bind(host: &str, port: u16) -> tokio::net::TcpListener {
     let mut last = None;
     for _ in 0..50 {
-        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        match tokio::net::TcpListener::bind((host, port)).await {
             Ok(listener) => return listener,
             Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("cannot bind 127.0.0.1:{port}: {last:?}");
+    panic!("cannot bind {host} port {port}: {last:?}");
 }
 
 /// Settings that release email, display name and the `title` attribute (which tests fill with markup).
@@ -252,9 +326,24 @@ pub struct SpOptions {
 impl TestSp {
     /// An SP named `name` that trusts the IdP described by `idp_metadata_xml`.
     pub fn new(name: &str, idp_metadata_xml: &str, options: SpOptions) -> TestSp {
-        let entity_id = format!("https://{name}.sp.test/metadata");
         // A port nothing listens on: the response is never posted there.
-        let acs_url = format!("http://127.0.0.1:9/{name}/acs");
+        Self::with_acs(
+            name,
+            idp_metadata_xml,
+            options,
+            &format!("http://127.0.0.1:9/{name}/acs"),
+        )
+    }
+
+    /// As [`TestSp::new`], with the ACS at `acs_url` (a test that lets a real browser post there).
+    pub fn with_acs(
+        name: &str,
+        idp_metadata_xml: &str,
+        options: SpOptions,
+        acs_url: &str,
+    ) -> TestSp {
+        let entity_id = format!("https://{name}.sp.test/metadata");
+        let acs_url = acs_url.to_owned();
         let idp_metadata = EntityDescriptor::from_str(idp_metadata_xml)
             .unwrap_or_else(|e| panic!("samael cannot read our metadata: {e}\n{idp_metadata_xml}"));
         let key = options.signs_requests.then(|| {
@@ -437,15 +526,45 @@ impl Default for Browser {
     }
 }
 
+/// Options for [`Browser::with`].
+#[derive(Default, Clone)]
+pub struct BrowserOptions {
+    /// The local address the client's sockets are bound to (127.0.0.2, ::1, ...): the peer address
+    /// Tessera sees, with no header involved.
+    pub local_address: Option<IpAddr>,
+    /// A cookie jar shared with other browsers: the same person (same session cookie) moving to another
+    /// address. `None`: a jar of its own.
+    pub jar: Option<Arc<reqwest::cookie::Jar>>,
+    /// Headers sent with every request (e.g. `X-Forwarded-For`), as a client or a proxy would add them.
+    pub headers: HeaderMap,
+}
+
 impl Browser {
     pub fn new() -> Browser {
+        Self::with(BrowserOptions::default())
+    }
+
+    /// A browser whose connections come from `local` (a loopback address of the matching family).
+    pub fn from_address(local: IpAddr) -> Browser {
+        Self::with(BrowserOptions {
+            local_address: Some(local),
+            ..BrowserOptions::default()
+        })
+    }
+
+    /// A browser made as `options` say; no automatic redirects, a 20 s timeout.
+    pub fn with(options: BrowserOptions) -> Browser {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .default_headers(options.headers)
+            .local_address(options.local_address);
+        builder = match options.jar {
+            Some(jar) => builder.cookie_provider(jar),
+            None => builder.cookie_store(true),
+        };
         Browser {
-            client: reqwest::Client::builder()
-                .cookie_store(true)
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
+            client: builder.build().unwrap(),
         }
     }
 
@@ -503,6 +622,18 @@ impl Browser {
         username: &str,
         password: &str,
     ) -> Page {
+        self.submit_login_at(&idp.url(""), login_page, username, password)
+            .await
+    }
+
+    /// [`Browser::submit_login`] to the server at `base` (e.g. `http://[::1]:<port>`).
+    pub async fn submit_login_at(
+        &self,
+        base: &str,
+        login_page: &Page,
+        username: &str,
+        password: &str,
+    ) -> Page {
         assert_eq!(login_page.status.as_u16() / 100, 2, "{}", login_page.body);
         assert!(
             login_page.body.contains("name=\"password\""),
@@ -517,7 +648,7 @@ impl Browser {
             ("username".to_owned(), username.to_owned()),
             ("password".to_owned(), password.to_owned()),
         ];
-        self.post(&idp.url("/login"), &form).await
+        self.post(&format!("{base}/login"), &form).await
     }
 
     /// GET `url` (an SSO request), expect the redirect to the login page, sign in, and return the
@@ -529,12 +660,17 @@ impl Browser {
 
     /// From the answer to an SSO request without a session: the 303 to /login, the form, the sign-in.
     pub async fn login_after(&self, idp: &TestIdp, first: Page, username: &str) -> Page {
+        self.login_after_at(&idp.url(""), first, username).await
+    }
+
+    /// [`Browser::login_after`] with the server at `base` (e.g. `http://[::1]:<port>`).
+    pub async fn login_after_at(&self, base: &str, first: Page, username: &str) -> Page {
         assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.body);
         let location = first.location().unwrap();
         assert!(location.starts_with("/login?request="), "{location}");
-        let login = self.follow(&idp.url(""), &first).await;
+        let login = self.follow(base, &first).await;
         assert_eq!(login.status, StatusCode::OK, "{}", login.body);
-        self.submit_login(idp, &login, username, PASSWORD).await
+        self.submit_login_at(base, &login, username, PASSWORD).await
     }
 
     /// Signs in at /login directly (no SSO pending).
