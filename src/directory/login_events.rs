@@ -64,7 +64,11 @@ impl Directory {
     }
 
     /// The latest events of a user (or of every user with `None`), newest first.
-    pub async fn login_events(&self, username: Option<&str>, limit: i64) -> Result<Vec<LoginEvent>, Error> {
+    pub async fn login_events(
+        &self,
+        username: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<LoginEvent>, Error> {
         let rows = match username {
             Some(u) => {
                 sqlx::query(

@@ -22,10 +22,10 @@ use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::error::ErrorKind;
 use sqlx::{AnyPool, Executor};
 
+pub use login_events::LoginEvent;
 pub use mfa_store::{
     FactorReset, Factors, MfaAction, MfaActor, MfaEvent, TotpFactor, WebauthnCredential,
 };
-pub use login_events::LoginEvent;
 pub use password::{weak_password_reason, PasswordHasher, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 pub use policy_store::{DeclarationsApplied, ManagedBy};
 pub use service_providers::{

@@ -251,7 +251,10 @@ async fn handle_request(
     let session = current_session(idp, headers).await?;
     tracing::debug!(%peer, sp = %sp.record.entity_id, has_session = session.is_some(), "authn request accepted");
     match &session {
-        Some((id, s)) => match idp.complete_sso(&pending, Some((id, s)), client_ip(idp, peer, headers)).await? {
+        Some((id, s)) => match idp
+            .complete_sso(&pending, Some((id, s)), client_ip(idp, peer, headers))
+            .await?
+        {
             SsoOutcome::Login => to_login(idp, &pending).await,
             outcome => Ok(respond(outcome)),
         },
@@ -304,7 +307,10 @@ pub async fn idp_initiated(
         requested_context: None,
     };
     match current_session(&idp, &headers).await? {
-        Some((id, s)) => match idp.complete_sso(&pending, Some((&id, &s)), client_ip(&idp, peer, &headers)).await? {
+        Some((id, s)) => match idp
+            .complete_sso(&pending, Some((&id, &s)), client_ip(&idp, peer, &headers))
+            .await?
+        {
             SsoOutcome::Login => to_login(&idp, &pending).await,
             outcome => Ok(respond(outcome)),
         },
