@@ -87,6 +87,27 @@ pub enum SsoError {
     Build(String),
 }
 
+impl SsoError {
+    /// The error for an access-policy denial of `user` at `ip`.
+    pub fn denied(reason: DenyReason, user: &str, ip: IpAddr) -> SsoError {
+        match reason {
+            DenyReason::IpNotAllowed { refused_by } => SsoError::IpDenied {
+                user: user.to_owned(),
+                ip,
+                reason: refused_by
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+            DenyReason::PolicyNotMet { missing } => SsoError::PolicyNotMet {
+                user: user.to_owned(),
+                missing,
+            },
+        }
+    }
+}
+
 impl From<session::Error> for SsoError {
     fn from(e: session::Error) -> Self {
         SsoError::StoreUnavailable(e)
@@ -715,27 +736,8 @@ impl Idp {
             .await?;
         match decision.outcome {
             Outcome::Admit => {}
-            Outcome::Deny {
-                reason: DenyReason::IpNotAllowed { refused_by },
-            } => {
-                let reason = refused_by
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(SsoError::IpDenied {
-                    user: user.username.clone(),
-                    ip: client_ip,
-                    reason,
-                });
-            }
-            Outcome::Deny {
-                reason: DenyReason::PolicyNotMet { missing },
-            } => {
-                return Err(SsoError::PolicyNotMet {
-                    user: user.username.clone(),
-                    missing,
-                });
+            Outcome::Deny { reason } => {
+                return Err(SsoError::denied(reason, &user.username, client_ip));
             }
             // A new password sign-in first; the login asks for any second factor after it.
             Outcome::StepUp {

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::directory::PasswordCheck;
 use crate::idp::{Idp, PendingRequest, SsoError, SsoOutcome, SsoStep};
-use crate::policy::{DenyReason, Outcome, SessionFacts};
+use crate::policy::{Outcome, SessionFacts};
 use crate::session::AuthnMethod;
 
 /// The message for every failed password check: an unknown user and a wrong password look the same.
@@ -344,25 +344,8 @@ pub async fn login_submit(
 /// says what is missing).
 fn refusal(outcome: Outcome, username: &str, ip: IpAddr) -> WebError {
     match outcome {
-        Outcome::Deny {
-            reason: DenyReason::IpNotAllowed { refused_by },
-        } => {
-            let reason = refused_by
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
-            SsoError::IpDenied {
-                user: username.to_owned(),
-                ip,
-                reason,
-            }
-            .into()
-        }
-        Outcome::Deny {
-            reason: DenyReason::PolicyNotMet { missing },
-        }
-        | Outcome::StepUp { missing, .. } => SsoError::PolicyNotMet {
+        Outcome::Deny { reason } => SsoError::denied(reason, username, ip).into(),
+        Outcome::StepUp { missing, .. } => SsoError::PolicyNotMet {
             user: username.to_owned(),
             missing,
         }
