@@ -344,7 +344,16 @@ fn set_path(table: &mut toml::Table, path: &[String], value: &str) -> Result<(),
             .as_table_mut()
             .ok_or_else(|| format!("`{key}` is not a table"))?;
     }
-    let typed = if let Ok(i) = value.parse::<i64>() {
+    // A TOML array (`["10.0.0.0/8", "192.0.2.1"]`, or an array of inline tables) sets a list key.
+    let array = value
+        .trim_start()
+        .starts_with('[')
+        .then(|| format!("v = {value}").parse::<toml::Table>().ok())
+        .flatten()
+        .and_then(|mut t| t.remove("v"));
+    let typed = if let Some(array) = array {
+        array
+    } else if let Ok(i) = value.parse::<i64>() {
         toml::Value::Integer(i)
     } else if let Ok(b) = value.parse::<bool>() {
         toml::Value::Boolean(b)
@@ -489,6 +498,29 @@ mod tests {
                 .to_string();
             assert!(err.contains(expected), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn list_keys_can_be_set_from_the_environment() {
+        let c = Config::load_with_env(
+            None,
+            env(&[(
+                "TESSERA_TRUSTED_PROXIES",
+                "[\"10.0.0.0/8\", \"2001:db8::1\"]",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.trusted_proxies,
+            vec!["10.0.0.0/8".to_owned(), "2001:db8::1".to_owned()]
+        );
+        let err = Config::load_with_env(
+            None,
+            env(&[("TESSERA_TRUSTED_PROXIES", "[\"10.0.0.1/8\"]")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("10.0.0.1/8"), "{err}");
     }
 
     #[test]
