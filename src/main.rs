@@ -62,8 +62,27 @@ enum Command {
     /// Set what an SP requires on top of its users' rules and policies.
     #[command(subcommand)]
     SpAccess(SpAccessCommand),
+    /// List and end users' SSO sessions (Redis backend only: memory sessions live in the server).
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Print Tessera's signed IdP metadata.
     Metadata,
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// List a user's live sessions: key prefix, address, user agent, start, last use, apps.
+    List { username: String },
+    /// End one session of a user (by key or key prefix from `session list`) or all of them.
+    End {
+        username: String,
+        /// The session key (or a unique prefix of it) as printed by `session list`.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        key: Option<String>,
+        /// End every session of the user.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -360,6 +379,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::IpRule(c) => ip_rule(&config, c).await,
         Command::Policy(c) => policy(&config, c).await,
         Command::SpAccess(c) => sp_access(&config, c).await,
+        Command::Session(c) => session(&config, c).await,
         Command::Metadata => {
             std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
             let (idp, _) = Idp::start(Config {
@@ -406,6 +426,100 @@ async fn serve(config: Config) -> Result<(), String> {
     tessera::web::serve(std::sync::Arc::new(idp), listener, shutdown)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The shared session store; the memory backend lives inside the server process, out of reach.
+async fn session_store(config: &Config) -> Result<RedisStore, String> {
+    match config.session.backend {
+        SessionBackend::Memory => Err(
+            "sessions are in the server's memory; use the Redis backend to manage them from the CLI"
+                .to_owned(),
+        ),
+        SessionBackend::Redis => {
+            RedisStore::connect(&config.session.redis_url, &config.session.key_prefix)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn unix_time(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+async fn session(config: &Config, command: SessionCommand) -> Result<(), String> {
+    let store = session_store(config).await?;
+    let directory = directory(config).await?;
+    let username = match &command {
+        SessionCommand::List { username } | SessionCommand::End { username, .. } => {
+            username.clone()
+        }
+    };
+    let user = directory
+        .get_user_by_username(&username)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no such user: {username}"))?;
+    let sessions = store
+        .list_user_sessions(user.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    match command {
+        SessionCommand::List { .. } => {
+            for s in &sessions {
+                let apps = s
+                    .session
+                    .sp_sessions
+                    .iter()
+                    .map(|sp| sp.sp_entity_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    s.key.as_str().get(..16).unwrap_or(""),
+                    s.session.client_ip,
+                    s.session.user_agent,
+                    unix_time(s.session.created_at),
+                    unix_time(s.session.last_seen),
+                    if apps.is_empty() { "-" } else { &apps }
+                );
+            }
+            if sessions.is_empty() {
+                println!("no live sessions for {username}");
+            }
+        }
+        SessionCommand::End { all: true, .. } => {
+            let ended = store
+                .delete_user_sessions(user.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("ended {ended} session(s) of {username}");
+        }
+        SessionCommand::End { key, .. } => {
+            let prefix = key.unwrap_or_default();
+            let matching: Vec<_> = sessions
+                .iter()
+                .filter(|s| !prefix.is_empty() && s.key.as_str().starts_with(prefix.as_str()))
+                .collect();
+            let [only] = matching.as_slice() else {
+                return Err(format!(
+                    "{} sessions of {username} match key {prefix:?}; give a unique key prefix",
+                    matching.len()
+                ));
+            };
+            store
+                .delete_for_user(user.id, &only.key)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "ended session {} of {username}",
+                only.key.as_str().get(..16).unwrap_or("")
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn directory(config: &Config) -> Result<Directory, String> {
@@ -490,6 +604,20 @@ async fn user(config: &Config, command: UserCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             println!("disabled {username}");
+            // With a shared store the sessions end now; the SSO path refuses them anyway.
+            if config.session.backend == SessionBackend::Redis {
+                let user = directory
+                    .get_user_by_username(&username)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no such user: {username}"))?;
+                let ended = session_store(config)
+                    .await?
+                    .delete_user_sessions(user.id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("ended {ended} session(s) of {username}");
+            }
         }
         UserCommand::Enable { username } => {
             directory

@@ -1,6 +1,7 @@
 //! The HTTP face of Tessera (axum). Handlers decode HTTP, call [`crate::idp::Idp`], and render the
 //! result; no SAML decision is taken here.
 
+mod account;
 mod error;
 mod login;
 mod mfa;
@@ -42,6 +43,12 @@ pub fn router(idp: AppState) -> Router {
         .route("/login", get(login::login_form).post(login::login_submit))
         .route("/logout", post(login::logout))
         .route("/apps", get(login::apps))
+        .route("/sessions", get(account::sessions))
+        .route("/sessions/end", post(account::end_session))
+        .route(
+            "/password",
+            get(account::password_form).post(account::password_submit),
+        )
         .route("/mfa", get(mfa::page))
         .route("/mfa/totp", post(mfa::totp_submit))
         .route("/mfa/recovery", post(mfa::recovery_submit))
