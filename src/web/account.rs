@@ -1,18 +1,17 @@
 //! The signed-in user's own account pages: the list of their sessions (with a way to end any other
 //! one) and the password change, which ends every other session of the user.
 
+use super::forms::CheckedForm;
 use std::net::IpAddr;
 
 use askama::Template;
-use axum::extract::rejection::FormRejection;
 use axum::extract::State;
 use axum::http::header::{self, HeaderMap};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 
-use super::login::{check_csrf, csrf_token, malformed_form};
+use super::login::csrf_token;
 use super::pages::html;
 use super::{current_session, set_cookie, AppState, WebError, CSRF_COOKIE};
 use crate::directory::{self, PasswordCheck};
@@ -250,10 +249,8 @@ async fn sessions_page(
 pub async fn end_session(
     State(idp): State<AppState>,
     headers: HeaderMap,
-    form: Result<Form<EndForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<EndForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let Some((id, session)) = signed_in(&idp, &headers).await? else {
         return Ok(Redirect::to("/login").into_response());
     };
@@ -325,10 +322,8 @@ async fn password_page(
 pub async fn password_submit(
     State(idp): State<AppState>,
     headers: HeaderMap,
-    form: Result<Form<PasswordForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<PasswordForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let Some((id, session)) = signed_in(&idp, &headers).await? else {
         return Ok(Redirect::to("/login").into_response());
     };
@@ -409,6 +404,8 @@ pub async fn password_submit(
     )
     .await
 }
+
+super::forms::csrf_protected!(EndForm, PasswordForm);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

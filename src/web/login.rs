@@ -1,5 +1,6 @@
 //! Sign-in, sign-out and the "My apps" portal.
 
+use super::forms::CheckedForm;
 use std::net::{IpAddr, SocketAddr};
 
 use askama::Template;
@@ -8,7 +9,6 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::header::{self, HeaderMap};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Deserialize;
@@ -213,10 +213,8 @@ pub async fn login_submit(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<LoginForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<LoginForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let pending = idp.pending(&form.request).await?;
     let request = if pending.is_some() {
         form.request.as_str()
@@ -358,10 +356,8 @@ fn refusal(outcome: Outcome, username: &str, ip: IpAddr) -> WebError {
 pub async fn logout(
     State(idp): State<AppState>,
     headers: HeaderMap,
-    form: Result<Form<LogoutForm>, FormRejection>,
+    CheckedForm(_): CheckedForm<LogoutForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     if let Some((id, _)) = current_session(&idp, &headers).await? {
         idp.sessions
             .delete(&id)
@@ -415,3 +411,5 @@ pub async fn apps(State(idp): State<AppState>, headers: HeaderMap) -> Result<Res
     }
     Ok((StatusCode::OK, out, body).into_response())
 }
+
+super::forms::csrf_protected!(LoginForm, LogoutForm);

@@ -9,22 +9,22 @@
 //! factor is done the session records it (`authn_methods`, `mfa_instant`) and the pending SSO resumes
 //! through [`Idp::advance_sso`].
 
+use super::forms::CheckedForm;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use askama::Template;
-use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Form, Json};
+use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use super::login::{check_csrf, csrf_token, malformed_form};
+use super::login::csrf_token;
 use super::pages::{
     html, html_with_script, AuthenticatorRow, MfaChallengePage, MfaEnrolPage, MfaManagePage,
     RecoveryCodesPage,
@@ -415,10 +415,8 @@ pub async fn totp_submit(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<CodeForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<CodeForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let (token, state) = load(&idp, &headers).await?;
     require(&state, MfaMethod::Totp, false)?;
     let outcome = idp
@@ -438,10 +436,8 @@ pub async fn recovery_submit(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<CodeForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<CodeForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let (token, state) = load(&idp, &headers).await?;
     require(&state, MfaMethod::RecoveryCode, false)?;
     let (status, message) = match idp.mfa.use_recovery_code(state.user_id, &form.code).await? {
@@ -466,10 +462,8 @@ pub async fn recovery_submit(
 pub async fn webauthn_options(
     State(idp): State<AppState>,
     headers: HeaderMap,
-    form: Result<Form<TokenForm>, FormRejection>,
+    CheckedForm(_): CheckedForm<TokenForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let (_, state) = load(&idp, &headers).await?;
     require(&state, MfaMethod::WebAuthn, false)?;
     let options = idp
@@ -484,10 +478,8 @@ pub async fn webauthn_submit(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<CredentialForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<CredentialForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let (token, state) = load(&idp, &headers).await?;
     require(&state, MfaMethod::WebAuthn, false)?;
     let csrf = csrf_token(&headers);
@@ -552,10 +544,8 @@ pub async fn enrol_totp(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<CodeForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<CodeForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let (token, state) = load(&idp, &headers).await?;
     require(&state, MfaMethod::Totp, true)?;
     let csrf = csrf_token(&headers);
@@ -590,10 +580,8 @@ pub async fn enrol_totp(
 pub async fn enrol_webauthn_options(
     State(idp): State<AppState>,
     headers: HeaderMap,
-    form: Result<Form<TokenForm>, FormRejection>,
+    CheckedForm(_): CheckedForm<TokenForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let (_, state) = load(&idp, &headers).await?;
     require(&state, MfaMethod::WebAuthn, true)?;
     registration_options(&idp, state.user_id, &state.policy).await
@@ -646,10 +634,8 @@ pub async fn enrol_webauthn(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<CredentialForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<CredentialForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let (token, state) = load(&idp, &headers).await?;
     require(&state, MfaMethod::WebAuthn, true)?;
     let csrf = csrf_token(&headers);
@@ -727,10 +713,8 @@ pub async fn continue_after_codes(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<TokenForm>, FormRejection>,
+    CheckedForm(_): CheckedForm<TokenForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let (token, state) = load(&idp, &headers).await?;
     match state.enrolled {
         Some(method) => finish(&idp, &headers, peer, &token, state, method).await,
@@ -1009,10 +993,8 @@ pub async fn manage_totp(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<TokenForm>, FormRejection>,
+    CheckedForm(_): CheckedForm<TokenForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let (id, session) = match manager(&idp, &headers, peer).await? {
         Ok(s) => s,
         Err(response) => return Ok(response),
@@ -1035,10 +1017,8 @@ pub async fn manage_webauthn_options(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<TokenForm>, FormRejection>,
+    CheckedForm(_): CheckedForm<TokenForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let (_, session) = match manager(&idp, &headers, peer).await? {
         Ok(s) => s,
         Err(_) => return Err(WebError::NotSignedIn),
@@ -1052,10 +1032,8 @@ pub async fn manage_webauthn(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<CredentialForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<CredentialForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let (_, session) = match manager(&idp, &headers, peer).await? {
         Ok(s) => s,
         Err(response) => return Ok(response),
@@ -1112,10 +1090,8 @@ pub async fn manage_webauthn_remove(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<NameForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<NameForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let (_, session) = match manager(&idp, &headers, peer).await? {
         Ok(s) => s,
         Err(response) => return Ok(response),
@@ -1154,10 +1130,8 @@ pub async fn manage_recovery_codes(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    form: Result<Form<TokenForm>, FormRejection>,
+    CheckedForm(_): CheckedForm<TokenForm>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(malformed_form)?;
-    check_csrf(&headers, &form.csrf_token)?;
     let (_, session) = match manager(&idp, &headers, peer).await? {
         Ok(s) => s,
         Err(response) => return Ok(response),
@@ -1175,3 +1149,5 @@ pub async fn manage_recovery_codes(
         "I have saved them, back to security",
     )
 }
+
+super::forms::csrf_protected!(CodeForm, CredentialForm, NameForm, TokenForm);

@@ -3,6 +3,7 @@
 
 mod account;
 mod error;
+mod forms;
 mod login;
 mod mfa;
 mod pages;
