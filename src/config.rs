@@ -67,6 +67,85 @@ pub struct Config {
     pub policies: Vec<PolicyDecl>,
     /// Second factors: the key that protects them, the name apps show, WebAuthn settings.
     pub mfa: MfaConfig,
+    /// How passwords are hashed (argon2id costs).
+    pub passwords: PasswordConfig,
+    /// Self-service account recovery: its brute-force lockout and reset links.
+    pub recovery: RecoveryConfig,
+    /// Login monitoring: the GeoIP database and how long events are kept.
+    pub events: EventsConfig,
+    /// Brute-force defence of the sign-in form.
+    pub lockout: LockoutConfig,
+    /// SP metadata fetched from URLs: fetch limits and how often the refresh schedule is looked at.
+    pub sp_metadata: SpMetadataConfig,
+}
+
+/// SP metadata fetched from URLs (`[sp_metadata]`); see `sp_registration`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpMetadataConfig {
+    /// A fetch taking longer than this many seconds (connect and body) is abandoned.
+    pub fetch_timeout_secs: u64,
+    /// A metadata document larger than this many bytes is refused (checked while it streams in).
+    pub max_bytes: usize,
+    /// How often, in seconds, the server looks for SPs whose refresh interval has elapsed.
+    pub refresh_check_secs: u64,
+}
+
+impl Default for SpMetadataConfig {
+    fn default() -> Self {
+        SpMetadataConfig {
+            fetch_timeout_secs: 10,
+            max_bytes: 1024 * 1024,
+            refresh_check_secs: 60,
+        }
+    }
+}
+
+/// Password hashing settings (`[passwords]`). Stored hashes keep the costs they were made with and
+/// still verify; a successful sign-in rehashes with these when they differ.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    /// argon2id memory cost in KiB (RFC 9106 `m`). Default: OWASP's 19456 (19 MiB).
+    pub argon2_memory_kib: u32,
+    /// argon2id passes (RFC 9106 `t`). Default: 2.
+    pub argon2_iterations: u32,
+    /// argon2id lanes (RFC 9106 `p`). Default: 1.
+    pub argon2_parallelism: u32,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        PasswordConfig {
+            argon2_memory_kib: 19456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+        }
+    }
+}
+
+/// Account recovery settings (`[recovery]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// Failed recovery steps (wrong answers, wrong codes) allowed per user, and separately per client
+    /// address, before recovery is locked for them.
+    pub max_failures: u64,
+    /// How long a lock lasts, counted from the first failure, in seconds (`tessera user
+    /// unlock-recovery` lifts it earlier).
+    pub lockout_secs: u64,
+    /// Default validity of an administrator's reset link, in minutes.
+    pub link_valid_minutes: u64,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            max_failures: 5,
+            lockout_secs: 900,
+            link_valid_minutes: 60,
+        }
+    }
 }
 
 /// A configured secret: deserialized like a string, never printed by `Debug` (configurations are
@@ -123,6 +202,61 @@ impl Default for MfaConfig {
     }
 }
 
+/// Login monitoring settings (`[events]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// A MaxMind-format city database (GeoLite2 City, DB-IP City Lite, ...) that gives each event a
+    /// country and city. Without it events carry only the private / loopback labels.
+    pub geoip_database: Option<PathBuf>,
+    /// Sign-in and SSO events older than this many days are deleted; 0 keeps them forever.
+    pub retention_days: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            geoip_database: None,
+            retention_days: 365,
+        }
+    }
+}
+
+/// Brute-force defence of the sign-in form (`[lockout]`); see `events::lockout`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    /// Off only for troubleshooting.
+    pub enabled: bool,
+    /// Attempts per username counted within this many seconds (from the first one).
+    pub window_secs: u64,
+    /// Past this many attempts for a username, each further attempt waits first.
+    pub slowdown_after: u64,
+    /// The wait per attempt over `slowdown_after`, in milliseconds (at most ten times this).
+    pub slowdown_ms: u64,
+    /// Past this many attempts for a username the username is locked out.
+    pub lockout_after: u64,
+    /// Past this many attempts from one client address (any usernames, successes included) the
+    /// address is locked out.
+    pub address_lockout_after: u64,
+    /// How long a lock lasts, in seconds (or until the window ends, if later).
+    pub lockout_secs: u64,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        LockoutConfig {
+            enabled: true,
+            window_secs: 900,
+            slowdown_after: 5,
+            slowdown_ms: 500,
+            lockout_after: 10,
+            address_lockout_after: 100,
+            lockout_secs: 900,
+        }
+    }
+}
+
 /// Session settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -149,6 +283,9 @@ pub struct SamlConfig {
     pub assertion_lifetime_secs: i64,
     /// Largest inbound SAML message, after decompression.
     pub max_message_bytes: usize,
+    /// Single logout: how long each SP may take to answer a back-channel (SOAP) LogoutRequest before
+    /// it counts as not signed out. All SPs are asked at once, so this bounds the whole propagation.
+    pub slo_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -168,6 +305,11 @@ impl Default for Config {
             ip_rules: Vec::new(),
             policies: Vec::new(),
             mfa: MfaConfig::default(),
+            passwords: PasswordConfig::default(),
+            recovery: RecoveryConfig::default(),
+            events: EventsConfig::default(),
+            lockout: LockoutConfig::default(),
+            sp_metadata: SpMetadataConfig::default(),
         }
     }
 }
@@ -191,6 +333,7 @@ impl Default for SamlConfig {
             max_request_age_secs: 600,
             assertion_lifetime_secs: 300,
             max_message_bytes: 256 * 1024,
+            slo_timeout_ms: 3000,
         }
     }
 }
@@ -267,7 +410,36 @@ impl Config {
         if self.saml.clock_skew_secs < 0 || self.saml.assertion_lifetime_secs <= 0 {
             return Err(Error::Invalid("saml times must be positive".into()));
         }
+        if self.sp_metadata.fetch_timeout_secs == 0
+            || self.sp_metadata.max_bytes == 0
+            || self.sp_metadata.refresh_check_secs == 0
+        {
+            return Err(Error::Invalid(
+                "sp_metadata: fetch_timeout_secs, max_bytes and refresh_check_secs must be positive"
+                    .into(),
+            ));
+        }
+        if self.saml.slo_timeout_ms == 0 {
+            return Err(Error::Invalid(
+                "saml.slo_timeout_ms must be positive".into(),
+            ));
+        }
         self.trusted_proxy_set()?;
+        crate::directory::PasswordHasher::check_params(
+            self.passwords.argon2_memory_kib,
+            self.passwords.argon2_iterations,
+            self.passwords.argon2_parallelism,
+        )
+        .map_err(|e| Error::Invalid(format!("passwords: {e}")))?;
+        if self.recovery.max_failures == 0
+            || self.recovery.lockout_secs == 0
+            || self.recovery.link_valid_minutes == 0
+        {
+            return Err(Error::Invalid(
+                "recovery: max_failures, lockout_secs and link_valid_minutes must be positive"
+                    .into(),
+            ));
+        }
         if let Some(key) = &self.mfa.key {
             crate::mfa::MfaKey::from_hex(key.expose())
                 .map_err(|e| Error::Invalid(format!("mfa.key: {e}")))?;
@@ -305,6 +477,17 @@ impl Config {
             ranges.push(range);
         }
         Ok(IpRangeSet::from_ranges(&ranges))
+    }
+
+    /// The password hasher with the configured `[passwords]` costs.
+    pub fn password_hasher(
+        &self,
+    ) -> Result<crate::directory::PasswordHasher, crate::directory::Error> {
+        crate::directory::PasswordHasher::new(
+            self.passwords.argon2_memory_kib,
+            self.passwords.argon2_iterations,
+            self.passwords.argon2_parallelism,
+        )
     }
 
     /// The base URL without a trailing slash.
@@ -521,6 +704,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("10.0.0.1/8"), "{err}");
+    }
+
+    #[test]
+    fn password_costs_and_recovery_limits_are_read_and_checked() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("TESSERA_PASSWORDS__ARGON2_MEMORY_KIB", "65536"),
+                ("TESSERA_PASSWORDS__ARGON2_ITERATIONS", "3"),
+                ("TESSERA_RECOVERY__MAX_FAILURES", "4"),
+            ]),
+        )
+        .unwrap();
+        let hasher = c.password_hasher().unwrap();
+        assert_eq!(
+            (hasher.m_cost(), hasher.t_cost(), hasher.p_cost()),
+            (65536, 3, 1)
+        );
+        assert_eq!(c.recovery.max_failures, 4);
+        for (var, value, expected) in [
+            ("TESSERA_PASSWORDS__ARGON2_MEMORY_KIB", "1", "passwords"),
+            ("TESSERA_PASSWORDS__ARGON2_ITERATIONS", "0", "passwords"),
+            ("TESSERA_RECOVERY__MAX_FAILURES", "0", "recovery"),
+            ("TESSERA_RECOVERY__LOCKOUT_SECS", "0", "recovery"),
+        ] {
+            let err = Config::load_with_env(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{var}={value}: {err}");
+        }
     }
 
     #[test]

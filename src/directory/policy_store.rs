@@ -77,7 +77,9 @@ const RULE_COLUMNS: &str = "name, ranges, scope_kind, scope_names, source";
 
 /// Columns selected for a policy.
 const POLICY_COLUMNS: &str = "name, mfa_required, mfa_methods, session_absolute_secs, \
-     session_idle_secs, reauth_interval_secs, password_min_length, ip_ranges, is_default, source";
+     session_idle_secs, reauth_interval_secs, password_min_length, password_history, \
+     password_max_age_days, security_questions_required, mfa_on_new_device_or_country, ip_ranges, \
+     is_default, source";
 
 /// Seconds for a BIGINT column (validated values are far below the limit; saturates otherwise).
 fn db_secs(v: u64) -> i64 {
@@ -131,6 +133,14 @@ fn policy_from_row(row: &AnyRow) -> Result<(SecurityPolicy, ManagedBy), Error> {
     let methods: String = row.try_get("mfa_methods").map_err(db_error)?;
     let reauth: Option<i64> = row.try_get("reauth_interval_secs").map_err(db_error)?;
     let min_len: i64 = row.try_get("password_min_length").map_err(db_error)?;
+    let history: i64 = row.try_get("password_history").map_err(db_error)?;
+    let max_age: Option<i64> = row.try_get("password_max_age_days").map_err(db_error)?;
+    let questions: i64 = row
+        .try_get("security_questions_required")
+        .map_err(db_error)?;
+    let small = |v: i64, setting: &str| {
+        u32::try_from(v).map_err(|_| Error::CorruptRow(format!("{what}: bad {setting}")))
+    };
     let source: String = row.try_get("source").map_err(db_error)?;
     let policy = SecurityPolicy {
         mfa_required: row.try_get::<i64, _>("mfa_required").map_err(db_error)? != 0,
@@ -143,6 +153,15 @@ fn policy_from_row(row: &AnyRow) -> Result<(SecurityPolicy, ManagedBy), Error> {
         reauth_interval_secs: reauth.map(|r| row_secs(r, &what)).transpose()?,
         password_min_length: u32::try_from(min_len)
             .map_err(|_| Error::CorruptRow(format!("{what}: bad password minimum")))?,
+        password_history: small(history, "password history")?,
+        password_max_age_days: max_age
+            .map(|d| small(d, "maximum password age"))
+            .transpose()?,
+        security_questions_required: small(questions, "security question count")?,
+        mfa_on_new_device_or_country: row
+            .try_get::<i64, _>("mfa_on_new_device_or_country")
+            .map_err(db_error)?
+            != 0,
         ip_ranges: ranges_from(row.try_get("ip_ranges").map_err(db_error)?, &what)?,
         is_default: row.try_get::<i64, _>("is_default").map_err(db_error)? != 0,
         name,
@@ -250,7 +269,9 @@ async fn insert_policy(
     sqlx::query(
         "INSERT INTO security_policies (id, name, mfa_required, mfa_methods, session_absolute_secs, \
          session_idle_secs, reauth_interval_secs, password_min_length, ip_ranges, is_default, source, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+         created_at, updated_at, password_history, password_max_age_days, security_questions_required, \
+         mfa_on_new_device_or_country) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15, $16)",
     )
     .bind(new_id())
     .bind(&p.name)
@@ -264,6 +285,10 @@ async fn insert_policy(
     .bind(i64::from(p.is_default))
     .bind(source.as_str())
     .bind(at)
+    .bind(i64::from(p.password_history))
+    .bind(p.password_max_age_days.map(i64::from))
+    .bind(i64::from(p.security_questions_required))
+    .bind(i64::from(p.mfa_on_new_device_or_country))
     .execute(&mut **tx)
     .await
     .map_err(|e| {
@@ -284,7 +309,8 @@ async fn update_policy_row(
     let result = sqlx::query(
         "UPDATE security_policies SET mfa_required = $1, mfa_methods = $2, session_absolute_secs = $3, \
          session_idle_secs = $4, reauth_interval_secs = $5, password_min_length = $6, ip_ranges = $7, \
-         is_default = $8, updated_at = $9 WHERE name = $10",
+         is_default = $8, updated_at = $9, password_history = $11, password_max_age_days = $12, \
+         security_questions_required = $13, mfa_on_new_device_or_country = $14 WHERE name = $10",
     )
     .bind(i64::from(p.mfa_required))
     .bind(to_json(&p.mfa_methods)?)
@@ -296,6 +322,10 @@ async fn update_policy_row(
     .bind(i64::from(p.is_default))
     .bind(now())
     .bind(&p.name)
+    .bind(i64::from(p.password_history))
+    .bind(p.password_max_age_days.map(i64::from))
+    .bind(i64::from(p.security_questions_required))
+    .bind(i64::from(p.mfa_on_new_device_or_country))
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;

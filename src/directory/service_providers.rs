@@ -33,13 +33,20 @@ pub const MAX_ENTITY_ID_CHARS: usize = 1024;
 /// Columns selected for a [`ServiceProvider`], in the order [`sp_from_row`] reads them.
 const SP_COLUMNS: &str = "id, entity_id, metadata_xml, display_name, nameid_format, \
      nameid_attribute, attribute_release, sign_assertion, sign_response, encrypt_assertion, enabled, \
-     allow_sha1, created_at, updated_at";
+     allow_sha1, created_at, updated_at, logo_url, metadata_url, metadata_pinned_cert, \
+     metadata_refresh_secs, last_refresh_at, last_refresh_ok_at, last_refresh_error";
 
-/// One attribute released to an SP: which user attribute, under which SAML name.
+/// The shortest scheduled refresh interval: metadata changes in days, not seconds, and the SP's server
+/// should not be polled harder than this.
+pub const MIN_REFRESH_SECS: i64 = 60;
+
+/// One attribute released to an SP: which user attribute (or which fixed values), under which SAML
+/// name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttributeRelease {
     /// The user attribute whose values are sent (see [`super::User::attribute_values`]; `groups` and
-    /// `roles` name memberships).
+    /// `roles` name memberships). Empty when the rule sends [`AttributeRelease::static_values`].
+    #[serde(default)]
     pub user_attribute: String,
     /// The `Name` of the `<saml:Attribute>` (saml-core 2.7.3.1), e.g. `urn:oid:0.9.2342.19200300.100.1.3`.
     pub saml_name: String,
@@ -49,6 +56,10 @@ pub struct AttributeRelease {
     /// The optional `FriendlyName` (saml-core 2.7.3.1), e.g. `mail`.
     #[serde(default)]
     pub friendly_name: Option<String>,
+    /// Fixed values sent to every user of the SP (e.g. a tenant name) instead of a user attribute.
+    /// Absent from rows written before it existed, which then load as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_values: Vec<String>,
 }
 
 impl AttributeRelease {
@@ -59,6 +70,15 @@ impl AttributeRelease {
             saml_name: saml_name.into(),
             name_format: ATTRNAME_FORMAT_URI.to_owned(),
             friendly_name: None,
+            static_values: Vec::new(),
+        }
+    }
+
+    /// A rule that sends `values` to every user under `saml_name` (URI name format, no friendly name).
+    pub fn fixed(saml_name: impl Into<String>, values: Vec<String>) -> Self {
+        Self {
+            static_values: values,
+            ..Self::new(String::new(), saml_name)
         }
     }
 }
@@ -116,10 +136,22 @@ impl SpSettings {
             return Err(Error::InvalidSettings("empty NameID attribute".to_owned()));
         }
         for (i, rule) in self.attribute_release.iter().enumerate() {
-            if rule.user_attribute.trim().is_empty() {
-                return Err(Error::InvalidSettings(format!(
-                    "release rule {i} has an empty user attribute"
-                )));
+            // A rule sends either a user attribute or static values, never both or neither.
+            match (
+                rule.user_attribute.trim().is_empty(),
+                rule.static_values.is_empty(),
+            ) {
+                (true, true) => {
+                    return Err(Error::InvalidSettings(format!(
+                        "release rule {i} has an empty user attribute"
+                    )))
+                }
+                (false, false) => {
+                    return Err(Error::InvalidSettings(format!(
+                        "release rule {i} names a user attribute and static values; give one"
+                    )))
+                }
+                _ => {}
             }
             // saml-core 2.7.3.1: Name is required; NameFormat, when present, is a URI reference.
             if rule.saml_name.trim().is_empty() {
@@ -148,6 +180,100 @@ impl SpSettings {
     }
 }
 
+/// Where the metadata of an SP registered from a URL comes from, and how it is checked and refreshed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataSource {
+    /// The http(s) URL the metadata is fetched from.
+    pub url: String,
+    /// PEM certificate whose key must have signed the metadata (saml-metadata 3.1); `None`: the
+    /// metadata is taken unsigned, so the URL should then be https.
+    pub pinned_cert: Option<String>,
+    /// Seconds between scheduled refreshes (at least [`MIN_REFRESH_SECS`]); `None`: only on request.
+    pub refresh_secs: Option<i64>,
+}
+
+/// What the last refreshes of an SP's metadata did. All `None` until the first refresh.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshStatus {
+    /// The last attempt, unix seconds; the schedule counts from it, so a failing URL is not hammered.
+    pub last_attempt_at: Option<i64>,
+    /// The last attempt that replaced (or confirmed) the metadata, unix seconds.
+    pub last_success_at: Option<i64>,
+    /// Why the last attempt failed; `None` when it succeeded. The metadata is then the last good one.
+    pub last_error: Option<String>,
+}
+
+/// Everything about an SP an administrator edits in one go, applied by
+/// [`Directory::update_sp_profile`] all at once or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpProfile {
+    /// Name shown to users on the portal.
+    pub display_name: String,
+    /// Logo shown on the portal: an absolute https URL, or `None`.
+    pub logo_url: Option<String>,
+    /// How Tessera treats the SP.
+    pub settings: SpSettings,
+    /// Where its metadata comes from, for an SP registered from a URL.
+    pub source: Option<MetadataSource>,
+}
+
+impl SpProfile {
+    /// The profile of a stored SP, to edit and write back.
+    pub fn of(sp: &ServiceProvider) -> Self {
+        Self {
+            display_name: sp.display_name.clone(),
+            logo_url: sp.logo_url.clone(),
+            settings: sp.settings.clone(),
+            source: sp.source.clone(),
+        }
+    }
+
+    /// Checks the profile; [`Error::InvalidSettings`] says what is wrong.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.display_name.trim().is_empty() {
+            return Err(Error::InvalidSettings("empty display name".to_owned()));
+        }
+        if let Some(logo) = &self.logo_url {
+            // The portal loads it into an <img>: an absolute https URL only, so no script or data
+            // scheme and no mixed content.
+            match url::Url::parse(logo) {
+                Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
+                _ => {
+                    return Err(Error::InvalidSettings(format!(
+                        "logo URL {logo:?} is not an absolute https URL"
+                    )))
+                }
+            }
+        }
+        if let Some(source) = &self.source {
+            check_metadata_url(&source.url)?;
+            if let Some(secs) = source.refresh_secs {
+                if secs < MIN_REFRESH_SECS {
+                    return Err(Error::InvalidSettings(format!(
+                        "refresh interval {secs}s is shorter than {MIN_REFRESH_SECS}s"
+                    )));
+                }
+            }
+            if let Some(pem) = &source.pinned_cert {
+                openssl::x509::X509::from_pem(pem.as_bytes()).map_err(|_| {
+                    Error::InvalidSettings("pinned certificate is not a PEM certificate".to_owned())
+                })?;
+            }
+        }
+        self.settings.validate()
+    }
+}
+
+/// A metadata URL must be an absolute http or https URL with a host.
+pub fn check_metadata_url(url: &str) -> Result<(), Error> {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
+        _ => Err(Error::InvalidSettings(format!(
+            "metadata URL {url:?} is not an absolute http(s) URL"
+        ))),
+    }
+}
+
 /// An SP as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceProvider {
@@ -165,6 +291,12 @@ pub struct ServiceProvider {
     pub created_at: i64,
     /// Last change of metadata, name or settings, unix seconds.
     pub updated_at: i64,
+    /// Logo shown on the portal (an https URL).
+    pub logo_url: Option<String>,
+    /// Where the metadata is fetched from, when it was registered from a URL.
+    pub source: Option<MetadataSource>,
+    /// What the last metadata refreshes did.
+    pub refresh: RefreshStatus,
 }
 
 /// What is needed to register an SP.
@@ -236,6 +368,23 @@ fn sp_from_row(row: &AnyRow) -> Result<ServiceProvider, Error> {
         },
         created_at: row.try_get("created_at").map_err(db_error)?,
         updated_at: row.try_get("updated_at").map_err(db_error)?,
+        logo_url: row.try_get("logo_url").map_err(db_error)?,
+        source: row
+            .try_get::<Option<String>, _>("metadata_url")
+            .map_err(db_error)?
+            .map(|url| -> Result<MetadataSource, Error> {
+                Ok(MetadataSource {
+                    url,
+                    pinned_cert: row.try_get("metadata_pinned_cert").map_err(db_error)?,
+                    refresh_secs: row.try_get("metadata_refresh_secs").map_err(db_error)?,
+                })
+            })
+            .transpose()?,
+        refresh: RefreshStatus {
+            last_attempt_at: row.try_get("last_refresh_at").map_err(db_error)?,
+            last_success_at: row.try_get("last_refresh_ok_at").map_err(db_error)?,
+            last_error: row.try_get("last_refresh_error").map_err(db_error)?,
+        },
     })
 }
 
@@ -251,8 +400,25 @@ impl Directory {
     /// Registers an SP. Errors: [`Error::InvalidEntityId`], [`Error::InvalidSettings`],
     /// [`Error::DuplicateEntityId`].
     pub async fn add_sp(&self, new: NewServiceProvider) -> Result<ServiceProvider, Error> {
+        self.add_sp_with(new, None, None).await
+    }
+
+    /// [`Directory::add_sp`] with a portal logo and the metadata's source URL, written in the same
+    /// insert. Errors as for `add_sp`, and [`Error::InvalidSettings`] for a bad logo or source.
+    pub async fn add_sp_with(
+        &self,
+        new: NewServiceProvider,
+        logo_url: Option<String>,
+        source: Option<MetadataSource>,
+    ) -> Result<ServiceProvider, Error> {
         check_entity_id(&new.entity_id)?;
-        new.settings.validate()?;
+        SpProfile {
+            display_name: new.display_name.clone(),
+            logo_url: logo_url.clone(),
+            settings: new.settings.clone(),
+            source: source.clone(),
+        }
+        .validate()?;
         let release = serde_json::to_string(&new.settings.attribute_release)
             .map_err(|e| Error::InvalidSettings(e.to_string()))?;
         let at = now();
@@ -262,8 +428,10 @@ impl Directory {
             let inserted = sqlx::query(
                 "INSERT INTO service_providers (id, entity_id, metadata_xml, display_name, \
                  nameid_format, nameid_attribute, attribute_release, sign_assertion, sign_response, \
-                 encrypt_assertion, enabled, allow_sha1, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+                 encrypt_assertion, enabled, allow_sha1, created_at, updated_at, logo_url, \
+                 metadata_url, metadata_pinned_cert, metadata_refresh_secs) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, \
+                 $16, $17)",
             )
             .bind(id)
             .bind(&new.entity_id)
@@ -278,6 +446,10 @@ impl Directory {
             .bind(i64::from(s.enabled))
             .bind(i64::from(s.allow_sha1))
             .bind(at)
+            .bind(logo_url.clone())
+            .bind(source.as_ref().map(|s| s.url.clone()))
+            .bind(source.as_ref().and_then(|s| s.pinned_cert.clone()))
+            .bind(source.as_ref().and_then(|s| s.refresh_secs))
             .execute(&self.pool)
             .await;
             match inserted {
@@ -290,6 +462,9 @@ impl Directory {
                         settings: new.settings,
                         created_at: at,
                         updated_at: at,
+                        logo_url,
+                        source,
+                        refresh: RefreshStatus::default(),
                     })
                 }
                 Err(e) if is_unique_violation(&e) => {
@@ -536,6 +711,124 @@ impl Directory {
         rows.iter().map(sp_from_row).collect()
     }
 
+    /// Replaces name, logo, settings and metadata source of an SP in one statement, so nothing is
+    /// half-applied, and with them the metadata when `metadata_xml` is given (already checked by the
+    /// caller, e.g. fetched from the new source). Errors: [`Error::InvalidSettings`],
+    /// [`Error::NotFound`].
+    pub async fn update_sp_profile(
+        &self,
+        entity_id: &str,
+        profile: &SpProfile,
+        metadata_xml: Option<&str>,
+    ) -> Result<ServiceProvider, Error> {
+        profile.validate()?;
+        let s = &profile.settings;
+        let release = serde_json::to_string(&s.attribute_release)
+            .map_err(|e| Error::InvalidSettings(e.to_string()))?;
+        let source = profile.source.as_ref();
+        let result = sqlx::query(
+            "UPDATE service_providers SET display_name = $1, logo_url = $2, nameid_format = $3, \
+             nameid_attribute = $4, attribute_release = $5, sign_assertion = $6, sign_response = $7, \
+             encrypt_assertion = $8, enabled = $9, allow_sha1 = $10, metadata_url = $11, \
+             metadata_pinned_cert = $12, metadata_refresh_secs = $13, \
+             metadata_xml = COALESCE($14, metadata_xml), updated_at = $15 WHERE entity_id = $16",
+        )
+        .bind(&profile.display_name)
+        .bind(profile.logo_url.clone())
+        .bind(&s.nameid_format)
+        .bind(&s.nameid_attribute)
+        .bind(&release)
+        .bind(i64::from(s.sign_assertion))
+        .bind(i64::from(s.sign_response))
+        .bind(i64::from(s.encrypt_assertion))
+        .bind(i64::from(s.enabled))
+        .bind(i64::from(s.allow_sha1))
+        .bind(source.map(|s| s.url.clone()))
+        .bind(source.and_then(|s| s.pinned_cert.clone()))
+        .bind(source.and_then(|s| s.refresh_secs))
+        .bind(metadata_xml.map(str::to_owned))
+        .bind(now())
+        .bind(entity_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if !touched(&result) {
+            return Err(sp_not_found(entity_id));
+        }
+        self.get_sp(entity_id)
+            .await?
+            .ok_or_else(|| sp_not_found(entity_id))
+    }
+
+    /// Records a successful metadata refresh at `at`: the metadata is replaced when it changed
+    /// (`updated_at` moves then, which is what makes every node re-read it) and the error is cleared.
+    pub async fn record_refresh_success(
+        &self,
+        entity_id: &str,
+        metadata_xml: &str,
+        at: i64,
+    ) -> Result<(), Error> {
+        let result = sqlx::query(
+            "UPDATE service_providers SET \
+             updated_at = CASE WHEN metadata_xml = $1 THEN updated_at ELSE $2 END, \
+             metadata_xml = $1, last_refresh_at = $2, last_refresh_ok_at = $2, \
+             last_refresh_error = NULL WHERE entity_id = $3",
+        )
+        .bind(metadata_xml)
+        .bind(at)
+        .bind(entity_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if touched(&result) {
+            Ok(())
+        } else {
+            Err(sp_not_found(entity_id))
+        }
+    }
+
+    /// Records a failed metadata refresh at `at` and why; the metadata stays the last good one.
+    pub async fn record_refresh_failure(
+        &self,
+        entity_id: &str,
+        error: &str,
+        at: i64,
+    ) -> Result<(), Error> {
+        let result = sqlx::query(
+            "UPDATE service_providers SET last_refresh_at = $1, last_refresh_error = $2 \
+             WHERE entity_id = $3",
+        )
+        .bind(at)
+        .bind(error)
+        .bind(entity_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if touched(&result) {
+            Ok(())
+        } else {
+            Err(sp_not_found(entity_id))
+        }
+    }
+
+    /// The portal logo of every SP that has one, by entityID.
+    pub async fn sp_logos(&self) -> Result<std::collections::HashMap<String, String>, Error> {
+        let rows = sqlx::query(
+            "SELECT entity_id, logo_url FROM service_providers WHERE logo_url IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("entity_id").map_err(db_error)?,
+                    r.try_get("logo_url").map_err(db_error)?,
+                ))
+            })
+            .collect()
+    }
+
     /// The id of an SP by entityID, if it exists.
     async fn sp_id(&self, entity_id: &str) -> Result<Option<i64>, Error> {
         let row = sqlx::query("SELECT id FROM service_providers WHERE entity_id = $1")
@@ -600,6 +893,98 @@ mod tests {
             serde_json::from_str(r#"{"user_attribute":"email","saml_name":"mail"}"#)?;
         assert_eq!(r.name_format, ATTRNAME_FORMAT_URI);
         assert_eq!(r.friendly_name, None);
+        // Rows written before static values existed load with none, and rules without static
+        // values are written as before.
+        assert!(r.static_values.is_empty());
+        assert!(!serde_json::to_string(&r)?.contains("static_values"));
+        let fixed: AttributeRelease =
+            serde_json::from_str(r#"{"saml_name":"tenant","static_values":["acme"]}"#)?;
+        assert_eq!(
+            fixed,
+            AttributeRelease::fixed("tenant", vec!["acme".into()])
+        );
         Ok(())
+    }
+
+    #[test]
+    fn a_rule_releases_a_user_attribute_or_static_values() {
+        let with = |rule: AttributeRelease| SpSettings {
+            attribute_release: vec![rule],
+            ..SpSettings::default()
+        };
+        assert!(with(AttributeRelease::fixed("tenant", vec!["acme".into()]))
+            .validate()
+            .is_ok());
+        assert!(matches!(
+            with(AttributeRelease::fixed("tenant", Vec::new())).validate(),
+            Err(Error::InvalidSettings(_))
+        ));
+        let both = AttributeRelease {
+            static_values: vec!["acme".into()],
+            ..AttributeRelease::new("email", "mail")
+        };
+        assert!(matches!(
+            with(both).validate(),
+            Err(Error::InvalidSettings(_))
+        ));
+    }
+
+    #[test]
+    fn profile_checks_logo_source_and_interval() {
+        let profile = SpProfile {
+            display_name: "Wiki".into(),
+            logo_url: Some("https://cdn.example/logo.png".into()),
+            settings: SpSettings::default(),
+            source: Some(MetadataSource {
+                url: "https://sp.example/metadata".into(),
+                pinned_cert: None,
+                refresh_secs: Some(MIN_REFRESH_SECS),
+            }),
+        };
+        assert!(profile.validate().is_ok());
+        let bad = [
+            SpProfile {
+                display_name: " ".into(),
+                ..profile.clone()
+            },
+            SpProfile {
+                logo_url: Some("http://cdn.example/logo.png".into()),
+                ..profile.clone()
+            },
+            SpProfile {
+                logo_url: Some("javascript:alert(1)".into()),
+                ..profile.clone()
+            },
+            SpProfile {
+                source: Some(MetadataSource {
+                    url: "ftp://sp.example/metadata".into(),
+                    pinned_cert: None,
+                    refresh_secs: None,
+                }),
+                ..profile.clone()
+            },
+            SpProfile {
+                source: Some(MetadataSource {
+                    url: "https://sp.example/metadata".into(),
+                    pinned_cert: None,
+                    refresh_secs: Some(MIN_REFRESH_SECS - 1),
+                }),
+                ..profile.clone()
+            },
+            SpProfile {
+                source: Some(MetadataSource {
+                    url: "https://sp.example/metadata".into(),
+                    pinned_cert: Some("not a certificate".into()),
+                    refresh_secs: None,
+                }),
+                ..profile.clone()
+            },
+        ];
+        for p in bad {
+            assert!(
+                matches!(p.validate(), Err(Error::InvalidSettings(_))),
+                "{p:?}"
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::password::{weak_password_reason_with, PasswordRules, MAX_PASSWORD_HISTORY};
 use super::{
     db_error, is_unique_violation, new_id, now, touched, weak_password_reason, Directory,
     EntryKind, Error, ID_ATTEMPTS,
@@ -327,8 +328,8 @@ impl Directory {
             let id = new_id();
             let inserted = sqlx::query(
                 "INSERT INTO users (id, username, password_hash, status, email, display_name, \
-                 department, attributes, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                 department, attributes, created_at, updated_at, password_changed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9)",
             )
             .bind(id)
             .bind(&new.username)
@@ -444,29 +445,156 @@ impl Directory {
         }
     }
 
-    /// Sets a new password after checking the policy. Errors: [`Error::WeakPassword`],
-    /// [`Error::NotFound`].
+    /// Sets a new password after checking the global rules ([`weak_password_reason`]); no history
+    /// check (an administrator's reset). Errors: [`Error::WeakPassword`], [`Error::NotFound`].
     pub async fn set_password(&self, username: &str, password: &str) -> Result<(), Error> {
-        if let Some(reason) = weak_password_reason(username, password) {
+        self.change_password(username, password, PasswordRules::default())
+            .await
+    }
+
+    /// Sets a new password after checking the global rules, the policy's minimum and its history:
+    /// the new password may not be any of the latest `rules.history` ones (the current one
+    /// included), each checked by an argon2 verification. The replaced hash joins the history (the
+    /// latest [`MAX_PASSWORD_HISTORY`] are kept whatever the policy, so a longer history applies at
+    /// once), the change time is recorded for the maximum age, and a pending "must change" is
+    /// cleared. Errors: [`Error::WeakPassword`] (the text may be shown to the user),
+    /// [`Error::NotFound`].
+    pub async fn change_password(
+        &self,
+        username: &str,
+        password: &str,
+        rules: PasswordRules,
+    ) -> Result<(), Error> {
+        if let Some(reason) = weak_password_reason_with(username, password, rules.min_chars) {
             return Err(Error::WeakPassword(reason));
         }
-        if self.get_user_by_username(username).await?.is_none() {
-            return Err(user_not_found(username));
+        let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| user_not_found(username))?;
+        let id: i64 = row.try_get("id").map_err(db_error)?;
+        let current: String = row.try_get("password_hash").map_err(db_error)?;
+        let history = rules.history.min(MAX_PASSWORD_HISTORY);
+        if history > 0 {
+            let mut recent = vec![current.clone()];
+            let earlier = sqlx::query(
+                "SELECT password_hash FROM password_history WHERE user_id = $1 \
+                 ORDER BY seq DESC LIMIT $2",
+            )
+            .bind(id)
+            .bind(i64::try_from(history - 1).unwrap_or(0))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+            for r in &earlier {
+                recent.push(r.try_get("password_hash").map_err(db_error)?);
+            }
+            for old in &recent {
+                // A corrupt old hash cannot match; it must not block the change.
+                if self.hasher.verify(password, old).await.unwrap_or(false) {
+                    return Err(Error::WeakPassword(format!(
+                        "the password was used recently; your policy forbids reusing your last \
+                         {history} password(s)"
+                    )));
+                }
+            }
         }
         let hash = self.hasher.hash(password).await?;
-        let result =
-            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3")
-                .bind(&hash)
-                .bind(now())
-                .bind(username)
-                .execute(&self.pool)
-                .await
-                .map_err(db_error)?;
+        let at = now();
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let seq: i64 = sqlx::query(
+            "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM password_history WHERE user_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .try_get("next")
+        .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO password_history (user_id, seq, password_hash, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(seq)
+        .bind(&current)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        sqlx::query("DELETE FROM password_history WHERE user_id = $1 AND seq <= $2")
+            .bind(id)
+            .bind(seq - MAX_PASSWORD_HISTORY as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let result = sqlx::query(
+            "UPDATE users SET password_hash = $1, updated_at = $2, password_changed_at = $2, \
+             password_must_change = 0 WHERE id = $3",
+        )
+        .bind(&hash)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if !touched(&result) {
+            return Err(user_not_found(username));
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// When the user's password was last set (unix seconds) and whether the next sign-in must set a
+    /// new one; `None` for an unknown user.
+    pub async fn password_status(&self, user_id: i64) -> Result<Option<(i64, bool)>, Error> {
+        let row = sqlx::query(
+            "SELECT password_changed_at, password_must_change FROM users WHERE id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        row.map(|r| {
+            Ok((
+                r.try_get("password_changed_at").map_err(db_error)?,
+                r.try_get::<i64, _>("password_must_change")
+                    .map_err(db_error)?
+                    != 0,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Makes the next sign-in of the user set a new password first (or stops doing so).
+    /// [`Error::NotFound`] when the user does not exist.
+    pub async fn set_password_must_change(&self, username: &str, must: bool) -> Result<(), Error> {
+        let result = sqlx::query("UPDATE users SET password_must_change = $1 WHERE username = $2")
+            .bind(i64::from(must))
+            .bind(username)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
         if touched(&result) {
             Ok(())
         } else {
             Err(user_not_found(username))
         }
+    }
+
+    /// Whether the stored hash of the user's password was made with other costs than the configured
+    /// ones (it is upgraded at the next successful sign-in). [`Error::NotFound`] for an unknown user.
+    pub async fn password_needs_rehash(&self, username: &str) -> Result<bool, Error> {
+        let row = sqlx::query("SELECT password_hash FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| user_not_found(username))?;
+        let stored: String = row.try_get("password_hash").map_err(db_error)?;
+        Ok(self.hasher.needs_rehash(&stored))
     }
 
     /// Deletes a user with its group, role and app memberships. [`Error::NotFound`] when absent.

@@ -10,15 +10,21 @@
 //! - [`engine`]: [`PolicySet`], the compiled immutable view of all of it (shared behind an `Arc`, rebuilt
 //!   when the directory's policy generation changes), with [`PolicySet::effective_policy`],
 //!   [`PolicySet::decide`] and [`lockout`].
+//! - [`assignment`]: conditional app assignment, rules granting SPs by attributes, groups and roles,
+//!   compiled into an indexed [`RuleSet`] (`docs/app-assignment.md`).
 //!
 //! Nothing here does IO or reads the clock: the directory stores the declarations
 //! (`directory::policy_store`), the web layer supplies the request, the session facts and `now`.
 //! The semantics are documented for operators in `docs/access-policy.md`.
 
+pub mod assignment;
 pub mod engine;
 pub mod ip;
 pub mod model;
 
+pub use assignment::{
+    AssignmentRule, Clause, Combine, Condition, Predicate, RuleSet, UserFacts,
+};
 pub use engine::{
     lockout, would_lock_out, AccessRequest, AllowlistRef, Decision, DenyReason, Outcome, PolicySet,
     SessionFacts, Subject,
@@ -27,7 +33,7 @@ pub use ip::{client_address, IpRange, IpRangeSet, RangeError};
 pub use model::{
     validate_declarations, AssignmentTarget, DeclaredAssignment, IpRule, IpRuleDecl, MfaMethod,
     PolicyAssignment, PolicyData, PolicyDecl, Requirement, RuleScope, SecurityPolicy,
-    SpRequirement, BUILTIN_POLICY_NAME,
+    SpRequirement, BUILTIN_POLICY_NAME, MAX_PASSWORD_HISTORY, MAX_SECURITY_QUESTIONS,
 };
 
 /// What a validation error is about, so every message names the offending item.
@@ -43,6 +49,8 @@ pub enum Item {
     Sp(String),
     /// An entry of `trusted_proxies` in tessera.toml, as written.
     TrustedProxy(String),
+    /// An app assignment rule, by name.
+    AssignmentRule(String),
 }
 
 impl std::fmt::Display for Item {
@@ -53,6 +61,7 @@ impl std::fmt::Display for Item {
             Item::Assignment(target) => write!(f, "policy assignment to {target}"),
             Item::Sp(entity_id) => write!(f, "access requirements of SP {entity_id:?}"),
             Item::TrustedProxy(text) => write!(f, "trusted proxy {text:?}"),
+            Item::AssignmentRule(name) => write!(f, "assignment rule {name:?}"),
         }
     }
 }

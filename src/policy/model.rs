@@ -21,6 +21,15 @@ const MAX_NAME_CHARS: usize = 255;
 /// Longest password minimum a policy may set; the directory refuses passwords over 1024 bytes anyway.
 const MAX_PASSWORD_MIN_LENGTH: u32 = 256;
 
+/// Most earlier passwords a policy may forbid reusing (each costs one argon2 verification at a change).
+pub const MAX_PASSWORD_HISTORY: u32 = crate::directory::MAX_PASSWORD_HISTORY as u32;
+
+/// Longest maximum password age a policy may set, in days (ten years).
+const MAX_PASSWORD_AGE_DAYS: u32 = 3650;
+
+/// Most security questions a policy may require; the catalogue has a few more.
+pub const MAX_SECURITY_QUESTIONS: u32 = 5;
+
 /// Built-in absolute session lifetime, the same as `session.absolute_lifetime_secs` by default.
 const DEFAULT_ABSOLUTE_SECS: u64 = 10 * 3600;
 
@@ -306,6 +315,21 @@ pub struct SecurityPolicy {
     pub reauth_interval_secs: Option<u64>,
     /// Minimum password length in characters for users under this policy (at least the global minimum).
     pub password_min_length: u32,
+    /// How many of the user's latest passwords (the current one included) a new one may not repeat;
+    /// 0 = no history check. At most [`MAX_PASSWORD_HISTORY`].
+    #[serde(default)]
+    pub password_history: u32,
+    /// Days after which a password must be changed at the next sign-in; `None` = never expires.
+    #[serde(default)]
+    pub password_max_age_days: Option<u32>,
+    /// How many security questions users under this policy answer (chosen at their first sign-in, asked
+    /// by self-service recovery); 0 = none asked, and recovery then needs an administrator's link.
+    #[serde(default)]
+    pub security_questions_required: u32,
+    /// A second factor (from `mfa_methods`) for a sign-in from a country or a device never seen on
+    /// the user's earlier successful sign-ins (login monitoring's anomaly flags).
+    #[serde(default)]
+    pub mfa_on_new_device_or_country: bool,
     /// The policy's own allowlist: when set, the address must ALSO be inside it.
     pub ip_ranges: Option<Vec<IpRange>>,
     /// Whether this is the default policy, for users no assignment reaches. At most one.
@@ -324,6 +348,10 @@ impl SecurityPolicy {
             session_idle_secs: DEFAULT_IDLE_SECS,
             reauth_interval_secs: None,
             password_min_length: MIN_PASSWORD_CHARS as u32,
+            password_history: 0,
+            password_max_age_days: None,
+            security_questions_required: 0,
+            mfa_on_new_device_or_country: false,
             ip_ranges: None,
             is_default: false,
         }
@@ -384,6 +412,31 @@ impl SecurityPolicy {
             return Err(invalid(format!(
                 "password minimum {} is above {MAX_PASSWORD_MIN_LENGTH}",
                 self.password_min_length
+            )));
+        }
+        if self.password_history > MAX_PASSWORD_HISTORY {
+            return Err(invalid(format!(
+                "password history {} is above {MAX_PASSWORD_HISTORY}",
+                self.password_history
+            )));
+        }
+        match self.password_max_age_days {
+            Some(0) => {
+                return Err(invalid(
+                    "the maximum password age must be positive".to_owned(),
+                ))
+            }
+            Some(days) if days > MAX_PASSWORD_AGE_DAYS => {
+                return Err(invalid(format!(
+                    "maximum password age {days} days is above {MAX_PASSWORD_AGE_DAYS}"
+                )))
+            }
+            _ => {}
+        }
+        if self.security_questions_required > MAX_SECURITY_QUESTIONS {
+            return Err(invalid(format!(
+                "{} security questions required; at most {MAX_SECURITY_QUESTIONS}",
+                self.security_questions_required
             )));
         }
         if self.ip_ranges.as_ref().is_some_and(Vec::is_empty) {
@@ -574,6 +627,18 @@ pub struct PolicyDecl {
     /// See [`SecurityPolicy::password_min_length`].
     #[serde(default = "default_password_min_length")]
     pub password_min_length: u32,
+    /// See [`SecurityPolicy::password_history`].
+    #[serde(default)]
+    pub password_history: u32,
+    /// See [`SecurityPolicy::password_max_age_days`].
+    #[serde(default)]
+    pub password_max_age_days: Option<u32>,
+    /// See [`SecurityPolicy::security_questions_required`].
+    #[serde(default)]
+    pub security_questions_required: u32,
+    /// See [`SecurityPolicy::mfa_on_new_device_or_country`].
+    #[serde(default)]
+    pub mfa_on_new_device_or_country: bool,
     /// See [`SecurityPolicy::ip_ranges`].
     #[serde(default)]
     pub ip_ranges: Option<Vec<IpRange>>,
@@ -616,6 +681,10 @@ impl PolicyDecl {
             session_idle_secs: self.session_idle_secs,
             reauth_interval_secs: self.reauth_interval_secs,
             password_min_length: self.password_min_length,
+            password_history: self.password_history,
+            password_max_age_days: self.password_max_age_days,
+            security_questions_required: self.security_questions_required,
+            mfa_on_new_device_or_country: self.mfa_on_new_device_or_country,
             ip_ranges: self.ip_ranges.clone(),
             is_default: self.default,
         }
@@ -822,6 +891,20 @@ mod tests {
         let e = p.validate().unwrap_err().to_string();
         assert!(e.contains("policy \"admin\"") && e.contains("below"), "{e}");
         p.password_min_length = 12;
+        p.password_history = MAX_PASSWORD_HISTORY + 1;
+        assert!(p.validate().unwrap_err().to_string().contains("history"));
+        p.password_history = 5;
+        p.password_max_age_days = Some(0);
+        assert!(p.validate().unwrap_err().to_string().contains("age"));
+        p.password_max_age_days = Some(90);
+        p.security_questions_required = MAX_SECURITY_QUESTIONS + 1;
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("security questions"));
+        p.security_questions_required = 2;
+        p.validate().unwrap();
         p.session_idle_secs = p.session_absolute_secs + 1;
         assert!(p.validate().unwrap_err().to_string().contains("idle"));
         let reserved = SecurityPolicy::new(BUILTIN_POLICY_NAME);

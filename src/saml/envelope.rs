@@ -568,6 +568,35 @@ impl<T> Unverified<T> {
         })
     }
 
+    /// Trusts a message received by the SOAP binding as the answer to our own request (saml-bindings
+    /// 3.2): the enveloped signature, if present, must verify with `keys`; an absent one is an error when
+    /// `require_signed` (the caller allows it only when TLS authenticated the responder, saml-bindings
+    /// 3.2.3.4 / saml-profiles 4.4.4.2). Unlike the browser bindings no `Destination` is required: the
+    /// message travels on the very connection Tessera opened to the endpoint.
+    pub fn verify_soap(
+        self,
+        keys: &[PKey<Public>],
+        policy: &VerifyPolicy,
+        require_signed: bool,
+    ) -> Result<Verified<T>, EnvelopeError> {
+        if !self.header.signed {
+            return if require_signed {
+                Err(EnvelopeError::SignatureRequired)
+            } else {
+                Ok(Verified {
+                    message: self.message,
+                    trust: Trust::Unsigned,
+                })
+            };
+        }
+        let verified =
+            verify_enveloped(&self.root, keys, policy).map_err(EnvelopeError::Signature)?;
+        Ok(Verified {
+            message: self.message,
+            trust: Trust::XmlSignature(verified),
+        })
+    }
+
     /// Trusts the message without a signature, which only an SP that does not require signed messages
     /// may send. A message that carries an XML signature is refused: a present signature must verify
     /// ([`Unverified::verify_post`]).

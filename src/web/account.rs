@@ -2,10 +2,10 @@
 //! one) and the password change, which ends every other session of the user.
 
 use super::forms::CheckedForm;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::{self, HeaderMap};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::login::csrf_token;
 use super::pages::html;
-use super::{current_session, set_cookie, AppState, WebError, CSRF_COOKIE};
+use super::{client_ip, current_session, set_cookie, AppState, WebError, CSRF_COOKIE};
 use crate::directory::{self, PasswordCheck};
 use crate::idp::{Idp, SsoError};
 use crate::session::{Session, SessionId, SessionKey};
@@ -317,10 +317,12 @@ async fn password_page(
     render_page(idp, status, page.render(), &csrf)
 }
 
-/// `POST /password`: checks the current password, sets the new one (global weak-password rules and
-/// the user's policy minimum), then ends every other session of the user; this one stays.
+/// `POST /password`: checks the current password, sets the new one (global weak-password rules, the
+/// user's policy minimum and password history), then ends every other session of the user; this one
+/// stays.
 pub async fn password_submit(
     State(idp): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     CheckedForm(form): CheckedForm<PasswordForm>,
 ) -> Result<Response, WebError> {
@@ -362,14 +364,18 @@ pub async fn password_submit(
     if form.new != form.confirm {
         return refuse("The two new passwords do not match.".to_owned()).await;
     }
-    let min = min_length(&idp, &username).await?;
-    if form.new.chars().count() < min as usize {
-        return refuse(format!(
-            "The new password is too weak: your security policy requires at least {min} characters."
-        ))
-        .await;
-    }
-    match idp.directory.set_password(&username, &form.new).await {
+    // The user's security policy: its minimum length and its history (no reuse of the last N).
+    let name = idp.policy_of(&username).await?;
+    let set = idp.policy_set().await?;
+    let rules = set
+        .policy(&name)
+        .map(super::recovery::rules_of)
+        .unwrap_or_default();
+    match idp
+        .directory
+        .change_password(&username, &form.new, rules)
+        .await
+    {
         Ok(()) => {}
         Err(directory::Error::WeakPassword(reason)) => {
             return refuse(format!("The new password is too weak: {reason}.")).await;
@@ -394,6 +400,18 @@ pub async fn password_submit(
         }
     }
     tracing::info!(user = %username, ended, "password changed; other sessions ended");
+    idp.directory
+        .record_login_event(&directory::LoginEvent {
+            at: 0,
+            username: username.clone(),
+            user_id: Some(session.user_id),
+            ip: client_ip(&idp, peer, &headers).to_string(),
+            sp: None,
+            outcome: "password_changed".to_owned(),
+            reason: format!("changed by the user; {ended} other session(s) ended"),
+        })
+        .await
+        .map_err(|e| WebError::Sso(e.into()))?;
     password_page(
         &idp,
         &headers,

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::mfa::{self, MfaState, ReturnTo};
-use super::pages::{html, AppLink, AppsPage, LoginPage, SignedOutPage};
+use super::pages::{html, AppLink, AppsPage, LoginPage};
 use super::sso::respond;
 use super::{
     client_ip, cookie, current_session, set_cookie, AppState, WebError, CSRF_COOKIE, SESSION_COOKIE,
@@ -27,11 +27,17 @@ use crate::session::AuthnMethod;
 /// The message for every failed password check: an unknown user and a wrong password look the same.
 const BAD_CREDENTIALS: &str = "Incorrect username or password.";
 
+/// The message for a locked-out username or address: the same whether or not the user exists.
+const LOCKED_OUT: &str = "Too many sign-in attempts. Please try again later.";
+
 /// Query of `GET /login`.
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
     #[serde(default)]
     request: String,
+    /// Where to go after signing in when no SSO is pending: only `/admin` is honoured (see [`back`]).
+    #[serde(default, rename = "return")]
+    back: String,
 }
 
 /// Body of `POST /login`.
@@ -45,6 +51,20 @@ pub struct LoginForm {
     csrf_token: String,
     #[serde(default)]
     request: String,
+    /// As [`LoginQuery::back`], carried through the form.
+    #[serde(default, rename = "return")]
+    back: String,
+}
+
+/// Where a sign-in without a pending SSO ends: the admin console when the form says `/admin`, the
+/// portal otherwise. Only this one fixed local path is accepted, so the parameter cannot redirect
+/// anywhere else (no open redirect).
+fn back(value: &str) -> ReturnTo {
+    if value == "/admin" {
+        ReturnTo::Admin
+    } else {
+        ReturnTo::Apps
+    }
 }
 
 /// Body of `POST /logout`.
@@ -112,10 +132,16 @@ fn login_page(
     username: &str,
     error: Option<&str>,
     sp_name: Option<&str>,
+    return_to: ReturnTo,
 ) -> Response {
     let page = LoginPage {
         csrf_token: &csrf.0,
         request,
+        return_to: if return_to == ReturnTo::Admin {
+            return_to.path()
+        } else {
+            ""
+        },
         username,
         error,
         sp_name,
@@ -173,14 +199,14 @@ pub async fn login_form(
                         session_id,
                         ip,
                         user_agent(&headers),
-                        ReturnTo::Apps,
+                        back(&query.back),
                     );
                     return mfa::begin(&idp, &state).await;
                 }
             }
         }
     } else if session.is_some() {
-        return Ok(Redirect::to("/apps").into_response());
+        return Ok(Redirect::to(back(&query.back).path()).into_response());
     }
     let request = if pending.is_some() {
         query.request.as_str()
@@ -196,6 +222,7 @@ pub async fn login_form(
         "",
         None,
         sp_name.as_deref(),
+        back(&query.back),
     ))
 }
 
@@ -225,10 +252,26 @@ pub async fn login_submit(
     let csrf = csrf_token(&headers);
     let ip = client_ip(&idp, peer, &headers);
     let username = form.username.trim();
+    let agent = user_agent(&headers);
     // The IP allowlists are checked before the password is even looked at.
-    let decision = idp.check_access(username, ip, None, None).await?;
+    let decision = idp
+        .check_access_from(username, ip, agent, None, None)
+        .await?;
     if !matches!(decision.outcome, Outcome::Admit) {
         return Err(refusal(decision.outcome, username, ip));
+    }
+    // Brute-force defence: the attempt is counted before the password is checked (events::lockout).
+    if !idp.password_attempt_allowed(username, ip, agent).await? {
+        return Ok(login_page(
+            &idp,
+            StatusCode::TOO_MANY_REQUESTS,
+            csrf,
+            request,
+            &form.username,
+            Some(LOCKED_OUT),
+            sp_name.as_deref(),
+            back(&form.back),
+        ));
     }
     let check = idp
         .directory
@@ -239,6 +282,7 @@ pub async fn login_submit(
         PasswordCheck::Authenticated(user) => user,
         PasswordCheck::Rejected => {
             tracing::info!(username = %form.username, ip = %peer.ip(), "sign-in failed");
+            idp.password_rejected(username, ip, agent).await;
             return Ok(login_page(
                 &idp,
                 StatusCode::UNAUTHORIZED,
@@ -247,19 +291,26 @@ pub async fn login_submit(
                 &form.username,
                 Some(BAD_CREDENTIALS),
                 sp_name.as_deref(),
+                back(&form.back),
             ));
         }
         PasswordCheck::Disabled(user) => {
             tracing::info!(username = %user.username, "sign-in refused: account disabled");
+            idp.sign_in_deactivated(&user, ip, agent).await;
             return Err(WebError::Sso(crate::idp::SsoError::UserInactive(
                 user.username,
             )));
         }
     };
+    idp.password_accepted(&user).await?;
+    // A password step the user owes first: an expired password, security questions to choose.
+    if let Some(page) = super::recovery::after_password(&idp, &user, request, ip, &headers).await? {
+        return Ok(page);
+    }
     // The user's security policy, now that we know who it is and how they signed in.
     let facts = SessionFacts::fresh(vec![AuthnMethod::Password], chrono::Utc::now().timestamp());
     let decision = idp
-        .check_access(&user.username, ip, None, Some(&facts))
+        .check_access_from(&user.username, ip, agent, None, Some(&facts))
         .await?;
     let policy = match decision.outcome {
         Outcome::Admit => decision.policy,
@@ -273,6 +324,8 @@ pub async fn login_submit(
                 .second_factor(&user, &decision.policy, &mfa_methods, missing)
                 .await?;
             if need.methods.is_empty() {
+                idp.second_factor_missing(&user, ip, agent, &decision.policy, &need.missing)
+                    .await;
                 return Err(SsoError::PolicyNotMet {
                     user: user.username.clone(),
                     missing: need.missing,
@@ -286,12 +339,20 @@ pub async fn login_submit(
                 None,
                 ip,
                 user_agent(&headers),
-                ReturnTo::Apps,
+                back(&form.back),
             );
             return mfa::begin(&idp, &state).await;
         }
         other => return Err(refusal(other, &user.username, ip)),
     };
+    // A policy may ask a second factor of a sign-in from a country or device not seen before.
+    if let Some(need) = idp
+        .second_factor_for_new_context(&user, &policy, ip, agent)
+        .await?
+    {
+        let state = MfaState::new(need, request, None, ip, agent, back(&form.back));
+        return mfa::begin(&idp, &state).await;
+    }
     let lifetimes = idp.session_lifetimes(&policy).await?;
     // A new sign-in replaces whatever session this browser had (ForceAuthn, or another user).
     if let Some((old, _)) = current_session(&idp, &headers).await? {
@@ -311,6 +372,8 @@ pub async fn login_submit(
         .await?;
     let session_cookie = set_cookie(&idp, SESSION_COOKIE, &id.to_cookie(), None, "Lax");
     tracing::info!(user = %user.username, ip = %peer.ip(), "signed in");
+    idp.signed_in(user.id, &user.username, ip, agent, "password")
+        .await;
     let session = idp
         .sessions
         .get(&id)
@@ -324,7 +387,7 @@ pub async fn login_submit(
         request,
         ip,
         user_agent(&headers),
-        ReturnTo::Apps,
+        back(&form.back),
     )
     .await
     {
@@ -352,43 +415,42 @@ fn refusal(outcome: Outcome, username: &str, ip: IpAddr) -> WebError {
     }
 }
 
-/// `POST /logout`: ends the Tessera session.
+/// `POST /logout`: single logout from the portal (saml-profiles 4.4): every app the session reached is
+/// told, the session ends, and the page lists which apps confirmed (`web/slo.rs`).
 pub async fn logout(
     State(idp): State<AppState>,
     headers: HeaderMap,
     CheckedForm(_): CheckedForm<LogoutForm>,
 ) -> Result<Response, WebError> {
-    if let Some((id, _)) = current_session(&idp, &headers).await? {
-        idp.sessions
-            .delete(&id)
-            .await
-            .map_err(|e| WebError::Sso(e.into()))?;
-    }
-    let body = SignedOutPage
-        .render()
-        .map_err(|e| WebError::Sso(crate::idp::SsoError::Build(e.to_string())))?;
-    let (mut headers, body) = html(body);
-    headers.insert(
-        header::SET_COOKIE,
-        set_cookie(&idp, SESSION_COOKIE, "", Some(0), "Lax"),
-    );
-    Ok((StatusCode::OK, headers, body).into_response())
+    super::slo::portal_logout(&idp, &headers).await
 }
 
-/// `GET /apps`: the apps assigned to the signed-in user, each launching IdP-initiated SSO.
+/// `GET /apps`: the apps assigned to the signed-in user (directly or by rule), each launching
+/// IdP-initiated SSO.
 pub async fn apps(State(idp): State<AppState>, headers: HeaderMap) -> Result<Response, WebError> {
     let Some((_, session)) = current_session(&idp, &headers).await? else {
         return Ok(Redirect::to("/login").into_response());
     };
-    let apps = idp
+    // Directly assigned or granted by an assignment rule, as the user is now.
+    let user = idp
         .directory
-        .apps_of(&session.username)
+        .get_user(session.user_id)
+        .await
+        .map_err(|e| WebError::Sso(e.into()))?;
+    let apps = match user {
+        Some(user) => idp.app_access(&user).await?,
+        None => Vec::new(),
+    };
+    let mut logos = idp
+        .directory
+        .sp_logos()
         .await
         .map_err(|e| WebError::Sso(e.into()))?;
     let apps = apps
         .into_iter()
-        .filter(|sp| sp.settings.enabled)
+        .filter(|sp| sp.enabled)
         .map(|sp| AppLink {
+            logo_url: logos.remove(&sp.entity_id),
             entity_id: sp.entity_id,
             display_name: sp.display_name,
         })
@@ -402,7 +464,7 @@ pub async fn apps(State(idp): State<AppState>, headers: HeaderMap) -> Result<Res
     let body = page
         .render()
         .map_err(|e| WebError::Sso(crate::idp::SsoError::Build(e.to_string())))?;
-    let (mut out, body) = html(body);
+    let (mut out, body) = super::pages::html_with_logos(body);
     if csrf.1 {
         out.insert(
             header::SET_COOKIE,

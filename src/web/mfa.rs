@@ -67,14 +67,17 @@ pub enum ReturnTo {
     Apps,
     /// The security page (a step-up or TOTP set-up started there).
     Manage,
+    /// The admin console (`/login?return=/admin`); a fixed place, so no open redirect.
+    Admin,
 }
 
 impl ReturnTo {
     /// The path to redirect to.
-    fn path(self) -> &'static str {
+    pub(super) fn path(self) -> &'static str {
         match self {
             ReturnTo::Apps => "/apps",
             ReturnTo::Manage => "/mfa/manage",
+            ReturnTo::Admin => "/admin",
         }
     }
 }
@@ -427,6 +430,7 @@ pub async fn totp_submit(
         return finish(&idp, &headers, peer, &token, state, MfaMethod::Totp).await;
     }
     tracing::info!(user = %state.username, ?outcome, "TOTP code refused");
+    failed(&idp, &state, &format!("totp: {outcome:?}")).await;
     let (status, message) = totp_refusal(outcome);
     challenge_page(&idp, &state, &csrf_token(&headers), status, Some(message))
 }
@@ -454,6 +458,12 @@ pub async fn recovery_submit(
             "Too many attempts. Wait a few minutes, then try again.",
         ),
     };
+    let why = if status == StatusCode::TOO_MANY_REQUESTS {
+        "recovery code: rate limited"
+    } else {
+        "recovery code: wrong or used already"
+    };
+    failed(&idp, &state, why).await;
     challenge_page(&idp, &state, &csrf_token(&headers), status, Some(message))
 }
 
@@ -518,6 +528,7 @@ pub async fn webauthn_submit(
         }
         WebauthnOutcome::Refused(reason) => {
             tracing::info!(user = %state.username, %reason, "WebAuthn refused");
+            failed(&idp, &state, &format!("webauthn: {reason}")).await;
             (
                 StatusCode::UNAUTHORIZED,
                 "The security key or passkey was not accepted. Try again, or use another way.",
@@ -529,6 +540,18 @@ pub async fn webauthn_submit(
         ),
     };
     challenge_page(&idp, &state, &csrf, status, Some(message))
+}
+
+/// Records a refused second factor (at sign-in or at a step-up); `why` never carries the code.
+async fn failed(idp: &Idp, state: &MfaState, why: &str) {
+    idp.second_factor_failed(
+        state.user_id,
+        &state.username,
+        state.client_ip,
+        &state.user_agent,
+        why,
+    )
+    .await;
 }
 
 /// Shown when the WebAuthn form arrives without a readable answer (e.g. no JavaScript).
@@ -778,6 +801,14 @@ async fn finish(
                 "Lax",
             ));
             tracing::info!(user = %user.username, %ip, factor = %method, "signed in with a second factor");
+            idp.signed_in(
+                user.id,
+                &user.username,
+                state.client_ip,
+                &state.user_agent,
+                &format!("password + {method}"),
+            )
+            .await;
             (id, session)
         }
         Some(_) => {

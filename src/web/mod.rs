@@ -2,11 +2,14 @@
 //! result; no SAML decision is taken here.
 
 mod account;
+mod admin;
 mod error;
 mod forms;
 mod login;
 mod mfa;
 mod pages;
+mod recovery;
+mod slo;
 mod sso;
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +23,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::WebError;
+pub use recovery::{unlock_recovery, RECOVERY_COOKIE};
 
 use crate::idp::Idp;
 use crate::session::{Session, SessionId};
@@ -41,6 +45,8 @@ pub fn router(idp: AppState) -> Router {
         .route("/saml/metadata", get(sso::metadata))
         .route("/saml/sso", get(sso::sso_redirect).post(sso::sso_post))
         .route("/saml/init", get(sso::idp_initiated))
+        .route("/saml/slo", get(slo::slo_redirect).post(slo::slo_post))
+        .route("/saml/slo/continue", get(slo::slo_continue))
         .route("/login", get(login::login_form).post(login::login_submit))
         .route("/logout", post(login::logout))
         .route("/apps", get(login::apps))
@@ -49,6 +55,15 @@ pub fn router(idp: AppState) -> Router {
         .route(
             "/password",
             get(account::password_form).post(account::password_submit),
+        )
+        .route(
+            "/recover",
+            get(recovery::start_form).post(recovery::start_submit),
+        )
+        .route("/recover/step", post(recovery::step_submit))
+        .route(
+            "/recover/link",
+            get(recovery::link_form).post(recovery::link_submit),
         )
         .route("/mfa", get(mfa::page))
         .route("/mfa/totp", post(mfa::totp_submit))
@@ -79,6 +94,8 @@ pub fn router(idp: AppState) -> Router {
             post(mfa::manage_recovery_codes),
         )
         .route("/", get(|| async { axum::response::Redirect::to("/apps") }))
+        .merge(admin::routes())
+        .merge(crate::api::router())
         .with_state(idp)
 }
 
@@ -88,12 +105,15 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let served = axum::serve(
         listener,
-        router(idp).into_make_service_with_connect_info::<SocketAddr>(),
+        router(idp.clone()).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    // The last requests are answered: write every login event they queued before reporting the stop.
+    idp.events.shutdown().await;
+    served
 }
 
 /// Liveness and readiness: 200 only when the directory and the session store both answer.

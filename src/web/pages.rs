@@ -13,12 +13,16 @@ pub struct LoginPage<'a> {
     pub username: &'a str,
     pub error: Option<&'a str>,
     pub sp_name: Option<&'a str>,
+    /// `/admin` when the sign-in should end in the admin console, else empty.
+    pub return_to: &'a str,
 }
 
 /// One app on the portal.
 pub struct AppLink {
     pub entity_id: String,
     pub display_name: String,
+    /// The SP's logo (an https URL, checked when set), shown next to its name.
+    pub logo_url: Option<String>,
 }
 
 /// The "My apps" portal.
@@ -130,11 +134,6 @@ pub struct MfaManagePage<'a> {
     pub error: Option<&'a str>,
 }
 
-/// After sign-out.
-#[derive(Template)]
-#[template(path = "signed_out.html")]
-pub struct SignedOutPage;
-
 /// The Content-Security-Policy of every Tessera page: nothing loads, no script runs.
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -145,6 +144,14 @@ const CSP_WITH_SCRIPT: &str = "default-src 'none'; script-src 'self'; connect-sr
 /// Headers for a Tessera page: HTML, never cached, never framed, no scripts.
 pub fn html(body: String) -> (HeaderMap, String) {
     page_headers(body, CSP)
+}
+
+/// The Content-Security-Policy of the portal: as [`CSP`], plus images over https (the SPs' logos).
+const CSP_WITH_LOGOS: &str = "default-src 'none'; img-src https:; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Headers for the portal, which shows the SPs' logos; otherwise as [`html`].
+pub fn html_with_logos(body: String) -> (HeaderMap, String) {
+    page_headers(body, CSP_WITH_LOGOS)
 }
 
 /// Headers for a page that runs the WebAuthn script; otherwise as [`html`].

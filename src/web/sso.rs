@@ -81,6 +81,70 @@ pub async fn sso_redirect(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    query: RawQuery,
+) -> Result<Response, WebError> {
+    let result =
+        sso_redirect_checked(State(idp.clone()), ConnectInfo(peer), headers.clone(), query).await;
+    record_invalid(&idp, peer, &headers, result).await
+}
+
+/// `POST /saml/sso`: an AuthnRequest by the HTTP-POST binding (saml-bindings 3.5).
+pub async fn sso_post(
+    State(idp): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let result =
+        sso_post_checked(State(idp.clone()), ConnectInfo(peer), headers.clone(), body).await;
+    record_invalid(&idp, peer, &headers, result).await
+}
+
+/// A request refused as malformed, unsigned, replayed, or from an unknown SP becomes a
+/// `request_invalid` login event (login monitoring); the result passes through unchanged.
+async fn record_invalid(
+    idp: &Idp,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    result: Result<Response, WebError>,
+) -> Result<Response, WebError> {
+    let sp = match &result {
+        Err(
+            WebError::BadRequest { .. }
+            | WebError::Signature(_)
+            | WebError::ForeignAcs(_)
+            | WebError::Replay(_),
+        ) => None,
+        Err(WebError::Sso(
+            crate::idp::SsoError::UnknownSp(sp)
+            | crate::idp::SsoError::BadSpMetadata { entity_id: sp, .. },
+        )) => Some(sp.clone()),
+        _ => return result,
+    };
+    if let Err(e) = &result {
+        let agent = headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let event = crate::events::LoginEvent::new(
+            crate::events::Kind::Sso,
+            crate::events::Outcome::RequestInvalid,
+            "",
+            client_ip(idp, peer, headers),
+        )
+        .sp(sp.as_deref())
+        .reason(e.to_string())
+        .agent(agent);
+        idp.events.record(event).await;
+    }
+    result
+}
+
+/// The body of [`sso_redirect`].
+async fn sso_redirect_checked(
+    State(idp): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, WebError> {
     // saml-bindings 3.4.4.1: the signature covers the octets as received, so decode the raw query.
@@ -99,8 +163,8 @@ pub async fn sso_redirect(
     handle_request(&idp, peer, &headers, verified, message.relay_state).await
 }
 
-/// `POST /saml/sso`: an AuthnRequest by the HTTP-POST binding (saml-bindings 3.5).
-pub async fn sso_post(
+/// The body of [`sso_post`].
+async fn sso_post_checked(
     State(idp): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

@@ -214,6 +214,8 @@ impl TestIdp {
                 abort.abort();
             }
         }
+        // Written by the server's own shutdown; again here in case the task had to be aborted.
+        self.idp.events.shutdown().await;
     }
 
     /// Creates an active user `username` with [`PASSWORD`] and the given extra attributes.

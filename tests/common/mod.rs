@@ -4,3 +4,4 @@
 pub mod idp;
 pub mod postgres;
 pub mod redis;
+pub mod webdriver;

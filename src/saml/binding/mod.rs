@@ -8,6 +8,7 @@
 
 pub mod post;
 pub mod redirect;
+pub mod soap;
 
 pub use post::{decode_post, post_form_html, PostMessage};
 pub use redirect::{decode_redirect, encode_redirect, RedirectMessage, RedirectSignature};

@@ -1,0 +1,548 @@
+//! Service providers: registration from metadata, settings, metadata replacement, enabling, removal
+//! and direct assignment to users. App admins reach only the SPs granted to them.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::{authorize, Action, Actor};
+use super::users::{user_named, user_out, UserOut};
+use super::{audit, no_content, ApiError, ApiJson, ApiPath, ErrorBody, NOTHING};
+use crate::directory::{AttributeRelease, NewServiceProvider, ServiceProvider, SpSettings};
+use crate::policy::{IpRange, Requirement, SpRequirement};
+use crate::saml::metadata::parse_sp_metadata;
+use crate::web::AppState;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sps, register_sp))
+        .routes(routes!(get_sp, delete_sp))
+        .routes(routes!(update_settings))
+        .routes(routes!(replace_metadata))
+        .routes(routes!(enable_sp))
+        .routes(routes!(disable_sp))
+        .routes(routes!(list_sp_users))
+        .routes(routes!(assign_user, unassign_user))
+        .routes(routes!(get_access, set_access))
+}
+
+/// One attribute released to an SP.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseIo {
+    /// The user attribute (`email`, `display_name`, `groups`, an extra attribute, ...).
+    pub user_attribute: String,
+    /// The SAML attribute Name.
+    pub saml_name: String,
+    /// The NameFormat URI; default `urn:oasis:names:tc:SAML:2.0:attrname-format:uri`.
+    pub name_format: Option<String>,
+    pub friendly_name: Option<String>,
+}
+
+/// How Tessera treats an SP; a PUT replaces all of it (left-out settings get the defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsIo {
+    pub nameid_format: Option<String>,
+    pub nameid_attribute: Option<String>,
+    #[serde(default)]
+    pub attribute_release: Vec<ReleaseIo>,
+    pub sign_assertion: Option<bool>,
+    pub sign_response: Option<bool>,
+    pub encrypt_assertion: Option<bool>,
+    pub enabled: Option<bool>,
+    pub allow_sha1: Option<bool>,
+}
+
+impl SettingsIo {
+    fn to_settings(&self) -> SpSettings {
+        let d = SpSettings::default();
+        SpSettings {
+            nameid_format: self.nameid_format.clone().unwrap_or(d.nameid_format),
+            nameid_attribute: self.nameid_attribute.clone().unwrap_or(d.nameid_attribute),
+            attribute_release: self
+                .attribute_release
+                .iter()
+                .map(|r| {
+                    let mut a =
+                        AttributeRelease::new(r.user_attribute.clone(), r.saml_name.clone());
+                    if let Some(f) = &r.name_format {
+                        a.name_format = f.clone();
+                    }
+                    a.friendly_name = r.friendly_name.clone();
+                    a
+                })
+                .collect(),
+            sign_assertion: self.sign_assertion.unwrap_or(d.sign_assertion),
+            sign_response: self.sign_response.unwrap_or(d.sign_response),
+            encrypt_assertion: self.encrypt_assertion.unwrap_or(d.encrypt_assertion),
+            enabled: self.enabled.unwrap_or(d.enabled),
+            allow_sha1: self.allow_sha1.unwrap_or(d.allow_sha1),
+        }
+    }
+
+    fn of(s: &SpSettings) -> Self {
+        SettingsIo {
+            nameid_format: Some(s.nameid_format.clone()),
+            nameid_attribute: Some(s.nameid_attribute.clone()),
+            attribute_release: s
+                .attribute_release
+                .iter()
+                .map(|r| ReleaseIo {
+                    user_attribute: r.user_attribute.clone(),
+                    saml_name: r.saml_name.clone(),
+                    name_format: Some(r.name_format.clone()),
+                    friendly_name: r.friendly_name.clone(),
+                })
+                .collect(),
+            sign_assertion: Some(s.sign_assertion),
+            sign_response: Some(s.sign_response),
+            encrypt_assertion: Some(s.encrypt_assertion),
+            enabled: Some(s.enabled),
+            allow_sha1: Some(s.allow_sha1),
+        }
+    }
+}
+
+/// A registered SP.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SpOut {
+    pub id: i64,
+    pub entity_id: String,
+    pub display_name: String,
+    pub settings: SettingsIo,
+    /// The metadata document (in single-SP answers only).
+    pub metadata_xml: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+fn sp_out(sp: &ServiceProvider, with_metadata: bool) -> SpOut {
+    SpOut {
+        id: sp.id,
+        entity_id: sp.entity_id.clone(),
+        display_name: sp.display_name.clone(),
+        settings: SettingsIo::of(&sp.settings),
+        metadata_xml: with_metadata.then(|| sp.metadata_xml.clone()),
+        created_at: sp.created_at,
+        updated_at: sp.updated_at,
+    }
+}
+
+/// An SP to register from its metadata.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSpIn {
+    /// The SP's SAML metadata (one EntityDescriptor).
+    pub metadata_xml: String,
+    /// Name shown to users; default the entityID.
+    pub display_name: Option<String>,
+    pub settings: Option<SettingsIo>,
+}
+
+/// Replacement metadata; its entityID must stay the same.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataIn {
+    pub metadata_xml: String,
+}
+
+/// The entityID of the one SP described by `xml`, after a full parse (saml-metadata 2.3.2).
+fn entity_of(xml: &str) -> Result<String, ApiError> {
+    let entities = parse_sp_metadata(xml.as_bytes(), Utc::now())
+        .map_err(|e| ApiError::invalid(format!("metadata refused: {e}")))?;
+    match entities.as_slice() {
+        [one] => Ok(one.entity_id.clone()),
+        _ => Err(ApiError::invalid(
+            "the metadata must describe exactly one SP",
+        )),
+    }
+}
+
+/// The SP with id `id`, or 404.
+async fn sp_by_id(idp: &AppState, id: i64) -> Result<ServiceProvider, ApiError> {
+    idp.directory
+        .list_sps()
+        .await?
+        .into_iter()
+        .find(|sp| sp.id == id)
+        .ok_or_else(|| ApiError::not_found("service provider", &id.to_string()))
+}
+
+fn target(sp: &ServiceProvider) -> String {
+    format!("sp:{}", sp.entity_id)
+}
+
+#[utoipa::path(get, path = "/api/v1/sps", tag = "service providers",
+    responses((status = 200, body = [SpOut]), (status = "4XX", body = ErrorBody)))]
+/// Lists SPs (app admins: theirs).
+async fn list_sps(
+    State(idp): State<AppState>,
+    actor: Actor,
+) -> Result<ApiJson<Vec<SpOut>>, ApiError> {
+    authorize(&idp, &actor, Action::ListSps).await?;
+    let mut out = Vec::new();
+    for sp in idp.directory.list_sps().await? {
+        if authorize(&idp, &actor, Action::ReadSp(&sp.entity_id))
+            .await
+            .is_ok()
+        {
+            out.push(sp_out(&sp, false));
+        }
+    }
+    Ok(ApiJson(out))
+}
+
+#[utoipa::path(post, path = "/api/v1/sps", tag = "service providers", request_body = NewSpIn,
+    responses((status = 201, body = SpOut), (status = "4XX", body = ErrorBody)))]
+/// Registers an SP from its metadata.
+async fn register_sp(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<NewSpIn>,
+) -> Result<(StatusCode, ApiJson<SpOut>), ApiError> {
+    authorize(&idp, &actor, Action::CreateOrDeleteSp).await?;
+    let entity_id = entity_of(&body.metadata_xml)?;
+    let settings = body
+        .settings
+        .as_ref()
+        .map(SettingsIo::to_settings)
+        .unwrap_or_default();
+    let sp = idp
+        .directory
+        .add_sp(NewServiceProvider {
+            display_name: body.display_name.unwrap_or_else(|| entity_id.clone()),
+            entity_id,
+            metadata_xml: body.metadata_xml,
+            settings,
+        })
+        .await?;
+    let out = sp_out(&sp, false);
+    audit(&idp, &actor, "sp.create", &target(&sp), NOTHING, Some(&out)).await?;
+    Ok((StatusCode::CREATED, ApiJson(sp_out(&sp, true))))
+}
+
+#[utoipa::path(get, path = "/api/v1/sps/{id}", tag = "service providers",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = SpOut), (status = "4XX", body = ErrorBody)))]
+/// One SP with its metadata.
+async fn get_sp(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<ApiJson<SpOut>, ApiError> {
+    let sp = sp_by_id(&idp, id).await?;
+    authorize(&idp, &actor, Action::ReadSp(&sp.entity_id)).await?;
+    Ok(ApiJson(sp_out(&sp, true)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/sps/{id}", tag = "service providers",
+    params(("id" = i64, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorBody)))]
+/// Removes an SP with its assignments and app admin grants.
+async fn delete_sp(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<StatusCode, ApiError> {
+    let sp = sp_by_id(&idp, id).await?;
+    authorize(&idp, &actor, Action::CreateOrDeleteSp).await?;
+    idp.directory.remove_sp(&sp.entity_id).await?;
+    audit(
+        &idp,
+        &actor,
+        "sp.delete",
+        &target(&sp),
+        Some(&sp_out(&sp, false)),
+        NOTHING,
+    )
+    .await?;
+    Ok(no_content())
+}
+
+/// Stores `settings` for `sp` and records the change as `action`.
+async fn store_settings(
+    idp: &AppState,
+    actor: &Actor,
+    sp: &ServiceProvider,
+    settings: &SpSettings,
+    action: &str,
+) -> Result<ApiJson<SpOut>, ApiError> {
+    let updated = idp
+        .directory
+        .update_sp_settings(&sp.entity_id, settings)
+        .await?;
+    let (before, after) = (sp_out(sp, false), sp_out(&updated, false));
+    audit(idp, actor, action, &target(sp), Some(&before), Some(&after)).await?;
+    Ok(ApiJson(after))
+}
+
+#[utoipa::path(put, path = "/api/v1/sps/{id}/settings", tag = "service providers",
+    params(("id" = i64, Path)), request_body = SettingsIo,
+    responses((status = 200, body = SpOut), (status = "4XX", body = ErrorBody)))]
+/// Replaces an SP's settings.
+async fn update_settings(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<SettingsIo>,
+) -> Result<ApiJson<SpOut>, ApiError> {
+    let sp = sp_by_id(&idp, id).await?;
+    authorize(&idp, &actor, Action::ManageSp(&sp.entity_id)).await?;
+    store_settings(&idp, &actor, &sp, &body.to_settings(), "sp.settings").await
+}
+
+#[utoipa::path(put, path = "/api/v1/sps/{id}/metadata", tag = "service providers",
+    params(("id" = i64, Path)), request_body = MetadataIn,
+    responses((status = 200, body = SpOut), (status = "4XX", body = ErrorBody)))]
+/// Replaces an SP's metadata (new certificates, endpoints); the entityID must stay the same.
+async fn replace_metadata(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<MetadataIn>,
+) -> Result<ApiJson<SpOut>, ApiError> {
+    let sp = sp_by_id(&idp, id).await?;
+    authorize(&idp, &actor, Action::ManageSp(&sp.entity_id)).await?;
+    let entity_id = entity_of(&body.metadata_xml)?;
+    if entity_id != sp.entity_id {
+        return Err(ApiError::invalid(format!(
+            "the metadata describes {entity_id:?}, not {:?}",
+            sp.entity_id
+        )));
+    }
+    idp.directory
+        .upsert_sp_metadata(&sp.entity_id, &body.metadata_xml)
+        .await?;
+    let updated = sp_by_id(&idp, id).await?;
+    let before = serde_json::json!({ "metadata_xml": sp.metadata_xml });
+    let after = serde_json::json!({ "metadata_xml": updated.metadata_xml });
+    audit(
+        &idp,
+        &actor,
+        "sp.metadata",
+        &target(&sp),
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    Ok(ApiJson(sp_out(&updated, true)))
+}
+
+async fn set_enabled(
+    idp: AppState,
+    actor: Actor,
+    id: i64,
+    enabled: bool,
+) -> Result<ApiJson<SpOut>, ApiError> {
+    let sp = sp_by_id(&idp, id).await?;
+    authorize(&idp, &actor, Action::ManageSp(&sp.entity_id)).await?;
+    let mut settings = sp.settings.clone();
+    settings.enabled = enabled;
+    let action = if enabled { "sp.enable" } else { "sp.disable" };
+    store_settings(&idp, &actor, &sp, &settings, action).await
+}
+
+#[utoipa::path(post, path = "/api/v1/sps/{id}/enable", tag = "service providers",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = SpOut), (status = "4XX", body = ErrorBody)))]
+/// Enables sign-in to an SP.
+async fn enable_sp(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<ApiJson<SpOut>, ApiError> {
+    set_enabled(idp, actor, id, true).await
+}
+
+#[utoipa::path(post, path = "/api/v1/sps/{id}/disable", tag = "service providers",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = SpOut), (status = "4XX", body = ErrorBody)))]
+/// Disables sign-in to an SP.
+async fn disable_sp(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<ApiJson<SpOut>, ApiError> {
+    set_enabled(idp, actor, id, false).await
+}
+
+#[utoipa::path(get, path = "/api/v1/sps/{id}/users", tag = "service providers",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = [UserOut]), (status = "4XX", body = ErrorBody)))]
+/// The users the SP is assigned to.
+async fn list_sp_users(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<ApiJson<Vec<UserOut>>, ApiError> {
+    let sp = sp_by_id(&idp, id).await?;
+    authorize(&idp, &actor, Action::ReadSp(&sp.entity_id)).await?;
+    let mut out = Vec::new();
+    for user in idp.directory.list_users().await? {
+        if idp
+            .directory
+            .is_assigned(&user.username, &sp.entity_id)
+            .await?
+        {
+            out.push(user_out(&idp, user).await?);
+        }
+    }
+    Ok(ApiJson(out))
+}
+
+/// Assigns (`add`) or unassigns the SP to a user.
+async fn assignment(
+    idp: AppState,
+    actor: Actor,
+    id: i64,
+    username: String,
+    add: bool,
+) -> Result<StatusCode, ApiError> {
+    let sp = sp_by_id(&idp, id).await?;
+    authorize(&idp, &actor, Action::ManageSp(&sp.entity_id)).await?;
+    user_named(&idp, &username).await?;
+    let record = serde_json::json!({ "user": username, "sp": sp.entity_id });
+    if add {
+        idp.directory.assign_app(&username, &sp.entity_id).await?;
+        audit(
+            &idp,
+            &actor,
+            "sp.assign",
+            &target(&sp),
+            NOTHING,
+            Some(&record),
+        )
+        .await?;
+    } else {
+        if !idp.directory.unassign_app(&username, &sp.entity_id).await? {
+            return Err(ApiError::not_found("assignment of user", &username));
+        }
+        audit(
+            &idp,
+            &actor,
+            "sp.unassign",
+            &target(&sp),
+            Some(&record),
+            NOTHING,
+        )
+        .await?;
+    }
+    Ok(no_content())
+}
+
+#[utoipa::path(put, path = "/api/v1/sps/{id}/users/{username}", tag = "service providers",
+    params(("id" = i64, Path), ("username" = String, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorBody)))]
+/// Assigns the SP to a user.
+async fn assign_user(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiPath((id, username)): ApiPath<(i64, String)>,
+) -> Result<StatusCode, ApiError> {
+    assignment(idp, actor, id, username, true).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/sps/{id}/users/{username}", tag = "service providers",
+    params(("id" = i64, Path), ("username" = String, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorBody)))]
+/// Removes the SP's assignment to a user.
+async fn unassign_user(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiPath((id, username)): ApiPath<(i64, String)>,
+) -> Result<StatusCode, ApiError> {
+    assignment(idp, actor, id, username, false).await
+}
+
+/// What an SP requires on top of its users' IP rules and policies. All fields empty: nothing extra.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessIo {
+    /// The SP's own allowlist: the address must also be inside it.
+    pub ip_ranges: Option<Vec<String>>,
+    /// Sessions reaching the SP must include a second factor.
+    #[serde(default)]
+    pub require_mfa: bool,
+    /// ... completed at most this many seconds ago (implies `require_mfa`).
+    pub mfa_within_secs: Option<u64>,
+}
+
+fn access_io(req: Option<SpRequirement>) -> AccessIo {
+    let req = req.unwrap_or_default();
+    AccessIo {
+        ip_ranges: req
+            .ip_ranges
+            .map(|r| r.iter().map(ToString::to_string).collect()),
+        require_mfa: req.min.as_ref().is_some_and(|m| m.mfa),
+        mfa_within_secs: req.min.and_then(|m| m.mfa_within_secs),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/sps/{id}/access", tag = "service providers",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = AccessIo), (status = "4XX", body = ErrorBody)))]
+/// What the SP requires on top of its users' rules and policies (`tessera sp-access show`).
+async fn get_access(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<ApiJson<AccessIo>, ApiError> {
+    let sp = sp_by_id(&idp, id).await?;
+    authorize(&idp, &actor, Action::ReadSp(&sp.entity_id)).await?;
+    Ok(ApiJson(access_io(
+        idp.directory.get_sp_access(&sp.entity_id).await?,
+    )))
+}
+
+#[utoipa::path(put, path = "/api/v1/sps/{id}/access", tag = "service providers",
+    params(("id" = i64, Path)), request_body = AccessIo,
+    responses((status = 200, body = AccessIo), (status = "4XX", body = ErrorBody)))]
+/// Replaces the SP's access requirements (`{}` removes them). Part of the access policy: super and
+/// org admins only.
+async fn set_access(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<AccessIo>,
+) -> Result<ApiJson<AccessIo>, ApiError> {
+    let sp = sp_by_id(&idp, id).await?;
+    authorize(&idp, &actor, Action::ManagePolicy).await?;
+    let ip_ranges = body
+        .ip_ranges
+        .as_ref()
+        .map(|list| {
+            list.iter()
+                .map(|r| {
+                    r.parse::<IpRange>()
+                        .map_err(|e| ApiError::invalid(format!("range {r:?}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let min = (body.require_mfa || body.mfa_within_secs.is_some()).then_some(Requirement {
+        mfa: true,
+        mfa_within_secs: body.mfa_within_secs,
+    });
+    let req = SpRequirement { ip_ranges, min };
+    req.validate(&sp.entity_id)?;
+    let before = access_io(idp.directory.get_sp_access(&sp.entity_id).await?);
+    idp.directory.set_sp_access(&sp.entity_id, &req).await?;
+    let after = access_io(idp.directory.get_sp_access(&sp.entity_id).await?);
+    audit(
+        &idp,
+        &actor,
+        "sp.access",
+        &target(&sp),
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    Ok(ApiJson(after))
+}

@@ -1,0 +1,1552 @@
+//! The admin API (`/api/v1`) over real HTTP against a running Tessera: the permission matrix
+//! (role x endpoint x status, for every endpoint of the OpenAPI document), the token lifecycle, the
+//! IP allowlists of the token's owner, CSRF for session-authenticated changes, the audit trail,
+//! self-escalation and self-lockout refusals, and an all-or-nothing change. Runs against SQLite, and
+//! the matrix also against PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use common::idp::{fetch_idp_metadata, Browser, BrowserOptions, SpOptions, Store, TestIdp, TestSp};
+use common::postgres::TestDatabase;
+use tessera::directory::{AdminRole, SpSettings, TokenScope};
+use tessera::policy::{IpRule, RuleScope};
+
+/// The four admin roles as the matrix columns, with the user holding each.
+const ROLES: [(&str, AdminRole); 4] = [
+    ("super", AdminRole::SuperAdmin),
+    ("org", AdminRole::OrgAdmin),
+    ("app", AdminRole::AppAdmin),
+    ("help", AdminRole::Helpdesk),
+];
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// A client whose connections come from `address`.
+fn client_at(address: &str) -> reqwest::Client {
+    Browser::from_address(ip(address)).client
+}
+
+/// One API call with a bearer token; the status and the JSON body (Null when empty).
+async fn call(
+    client: &reqwest::Client,
+    idp: &TestIdp,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let mut request = client.request(method, idp.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let json = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"))
+    };
+    (status, json)
+}
+
+/// A token for `username` made directly in the directory (as `tessera token create` does).
+async fn token_for(idp: &TestIdp, username: &str, scope: TokenScope) -> String {
+    let expires = chrono::Utc::now().timestamp() + 3600;
+    idp.idp
+        .directory
+        .create_api_token(username, "test", scope, expires, None)
+        .await
+        .unwrap()
+        .1
+}
+
+async fn grant(idp: &TestIdp, username: &str, role: AdminRole, sp: Option<&str>) {
+    idp.idp
+        .directory
+        .grant_admin(username, role, sp, "console")
+        .await
+        .unwrap();
+}
+
+/// A raw connection to the directory's database, to look at what is stored.
+async fn db(idp: &TestIdp) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&idp.idp.config.database_url)
+        .await
+        .unwrap()
+}
+
+/// The four admins, each with a token, and for each of them a set of items of their own to act on
+/// (so every role runs every row without stepping on another's).
+struct Fixture {
+    idp: TestIdp,
+    _dir: tempfile::TempDir,
+    /// role key -> bearer token.
+    tokens: Vec<(&'static str, String)>,
+    /// role key -> (SP id, SP metadata, token id of the role's own spare token, grant id to revoke).
+    items: Vec<(&'static str, i64, String, i64, i64)>,
+    /// Metadata of a not-yet-registered SP per role, for the registration row.
+    new_sps: Vec<(&'static str, String)>,
+}
+
+async fn fixture(database_url: Option<&str>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = match database_url {
+        None => TestIdp::start(dir.path(), &Store::Memory).await,
+        Some(url) => {
+            let url = url.to_owned();
+            TestIdp::start_configured(dir.path(), &Store::Memory, "127.0.0.1", move |c| {
+                c.database_url = url
+            })
+            .await
+        }
+    };
+    let metadata = fetch_idp_metadata(&idp).await;
+    let d = &idp.idp.directory;
+    let mut tokens = Vec::new();
+    let mut items = Vec::new();
+    let mut new_sps = Vec::new();
+    for (r, _) in ROLES {
+        let sp = TestSp::new(&format!("sp-{r}"), &metadata, SpOptions::default());
+        idp.add_user(&format!("t-{r}"), &[]).await;
+        idp.add_user(&format!("h-{r}"), &[]).await;
+        idp.add_user(&format!("n-{r}"), &[]).await;
+        idp.register(&sp, SpSettings::default(), &[&format!("t-{r}")])
+            .await;
+        d.create_group(&format!("g-{r}")).await.unwrap();
+        d.create_role(&format!("r-{r}")).await.unwrap();
+        let sp_id = d.get_sp(&sp.entity_id).await.unwrap().unwrap().id;
+        let revocable = d
+            .grant_admin(&format!("h-{r}"), AdminRole::Helpdesk, None, "console")
+            .await
+            .unwrap()
+            .id;
+        items.push((r, sp_id, sp.metadata_xml.clone(), 0, revocable));
+        let fresh = TestSp::new(&format!("new-{r}"), &metadata, SpOptions::default());
+        new_sps.push((r, fresh.metadata_xml));
+    }
+    for (i, (r, role)) in ROLES.into_iter().enumerate() {
+        idp.add_user(r, &[]).await;
+        let sp = (role == AdminRole::AppAdmin).then(|| format!("https://sp-{r}.sp.test/metadata"));
+        grant(&idp, r, role, sp.as_deref()).await;
+        tokens.push((r, token_for(&idp, r, TokenScope::Write).await));
+        let spare = d
+            .create_api_token(
+                r,
+                "spare",
+                TokenScope::Read,
+                chrono::Utc::now().timestamp() + 60,
+                None,
+            )
+            .await
+            .unwrap()
+            .0
+            .id;
+        items[i].3 = spare;
+    }
+    Fixture {
+        idp,
+        _dir: dir,
+        tokens,
+        items,
+        new_sps,
+    }
+}
+
+/// One row of the matrix: the request (templates: `{r}` role key, `{sp}` the role's SP id,
+/// `{tok}` a spare token of the role, `{grant}` a grant to revoke, `{meta}` / `{newmeta}` SP metadata
+/// as a JSON string) and the expected status for super, org, app and helpdesk admins.
+struct MatrixRow {
+    method: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+    expect: [u16; 4],
+}
+
+const fn row(
+    method: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+    expect: [u16; 4],
+) -> MatrixRow {
+    MatrixRow {
+        method,
+        path,
+        body,
+        expect,
+    }
+}
+
+/// A session key that is well-formed but names no session.
+const NO_SESSION: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Every endpoint, in an order where each row finds what it needs (deletions last).
+const MATRIX: &[MatrixRow] = &[
+    //                                                                    super org  app  help
+    row("GET", "/api/v1/users", None, [200, 200, 200, 200]),
+    row(
+        "POST",
+        "/api/v1/users",
+        Some(r#"{"username":"new-{r}","password":"correct horse battery staple"}"#),
+        [201, 201, 403, 403],
+    ),
+    row("GET", "/api/v1/users/t-{r}", None, [200, 200, 200, 200]),
+    row(
+        "PUT",
+        "/api/v1/users/t-{r}",
+        Some(r#"{"email":"t@example.org"}"#),
+        [200, 200, 403, 403],
+    ),
+    row(
+        "POST",
+        "/api/v1/users/t-{r}/disable",
+        None,
+        [200, 200, 403, 403],
+    ),
+    row(
+        "POST",
+        "/api/v1/users/t-{r}/enable",
+        None,
+        [200, 200, 403, 403],
+    ),
+    row(
+        "POST",
+        "/api/v1/users/t-{r}/password",
+        Some("{}"),
+        [200, 200, 403, 200],
+    ),
+    row(
+        "POST",
+        "/api/v1/users/t-{r}/mfa/reset",
+        None,
+        [200, 200, 403, 200],
+    ),
+    row(
+        "GET",
+        "/api/v1/users/t-{r}/sessions",
+        None,
+        [200, 200, 403, 200],
+    ),
+    row(
+        "DELETE",
+        "/api/v1/users/t-{r}/sessions/{nosession}",
+        None,
+        [404, 404, 403, 404],
+    ),
+    row(
+        "DELETE",
+        "/api/v1/users/t-{r}/sessions",
+        None,
+        [200, 200, 403, 200],
+    ),
+    row(
+        "PUT",
+        "/api/v1/users/t-{r}/groups/g-{r}",
+        None,
+        [204, 204, 403, 403],
+    ),
+    row(
+        "DELETE",
+        "/api/v1/users/t-{r}/groups/g-{r}",
+        None,
+        [204, 204, 403, 403],
+    ),
+    row(
+        "PUT",
+        "/api/v1/users/t-{r}/roles/r-{r}",
+        None,
+        [204, 204, 403, 403],
+    ),
+    row(
+        "DELETE",
+        "/api/v1/users/t-{r}/roles/r-{r}",
+        None,
+        [204, 204, 403, 403],
+    ),
+    row("GET", "/api/v1/groups", None, [200, 200, 403, 403]),
+    row(
+        "POST",
+        "/api/v1/groups",
+        Some(r#"{"name":"ng-{r}"}"#),
+        [201, 201, 403, 403],
+    ),
+    row("DELETE", "/api/v1/groups/g-{r}", None, [204, 204, 403, 403]),
+    row("GET", "/api/v1/roles", None, [200, 200, 403, 403]),
+    row(
+        "POST",
+        "/api/v1/roles",
+        Some(r#"{"name":"nr-{r}"}"#),
+        [201, 201, 403, 403],
+    ),
+    row("DELETE", "/api/v1/roles/r-{r}", None, [204, 204, 403, 403]),
+    row("GET", "/api/v1/tokens", None, [200, 200, 200, 200]),
+    row(
+        "POST",
+        "/api/v1/tokens",
+        Some(r#"{"name":"mine","scope":"read","expires_in_days":1}"#),
+        [201, 201, 201, 201],
+    ),
+    row("DELETE", "/api/v1/tokens/{tok}", None, [204, 204, 204, 204]),
+    row("GET", "/api/v1/admin-grants", None, [200, 200, 403, 403]),
+    row(
+        "POST",
+        "/api/v1/admin-grants",
+        Some(r#"{"username":"n-{r}","role":"helpdesk"}"#),
+        [201, 201, 403, 403],
+    ),
+    row(
+        "DELETE",
+        "/api/v1/admin-grants/{grant}",
+        None,
+        [204, 204, 403, 403],
+    ),
+    row("GET", "/api/v1/ip-rules", None, [200, 200, 403, 403]),
+    row(
+        "POST",
+        "/api/v1/ip-rules",
+        Some(r#"{"name":"rule-{r}","ranges":["10.0.0.0/8"],"users":["t-{r}"]}"#),
+        [201, 201, 403, 403],
+    ),
+    row(
+        "DELETE",
+        "/api/v1/ip-rules/rule-{r}",
+        None,
+        [204, 204, 403, 403],
+    ),
+    row("GET", "/api/v1/policies", None, [200, 200, 403, 403]),
+    row(
+        "POST",
+        "/api/v1/policies",
+        Some(r#"{"name":"p-{r}"}"#),
+        [201, 201, 403, 403],
+    ),
+    row(
+        "PUT",
+        "/api/v1/policies/p-{r}",
+        Some(r#"{"session_idle_secs":600}"#),
+        [200, 200, 403, 403],
+    ),
+    row(
+        "GET",
+        "/api/v1/policy-assignments",
+        None,
+        [200, 200, 403, 403],
+    ),
+    row(
+        "PUT",
+        "/api/v1/policy-assignments",
+        Some(r#"{"policy":"p-{r}","target_kind":"user","target_name":"t-{r}"}"#),
+        [200, 200, 403, 403],
+    ),
+    row(
+        "DELETE",
+        "/api/v1/policy-assignments/user/t-{r}",
+        None,
+        [204, 204, 403, 403],
+    ),
+    row(
+        "DELETE",
+        "/api/v1/policies/p-{r}",
+        None,
+        [204, 204, 403, 403],
+    ),
+    row(
+        "GET",
+        "/api/v1/assignment-rules",
+        None,
+        [200, 200, 403, 403],
+    ),
+    row(
+        "POST",
+        "/api/v1/assignment-rules",
+        Some(
+            r#"{"name":"ar-{r}","condition":{"any":[{"all":[{"attribute":{"name":"department","values":["Sales"]}}]}]},"targets":["https://sp-{r}.sp.test/metadata"]}"#,
+        ),
+        [201, 201, 403, 403],
+    ),
+    row(
+        "PUT",
+        "/api/v1/assignment-rules/ar-{r}",
+        Some(
+            r#"{"name":"ar-{r}","condition":{"any":[{"all":[{"attribute":{"name":"department","values":["Sales"]}}]}]},"targets":["https://sp-{r}.sp.test/metadata"],"enabled":false}"#,
+        ),
+        [200, 200, 403, 403],
+    ),
+    row(
+        "DELETE",
+        "/api/v1/assignment-rules/ar-{r}",
+        None,
+        [204, 204, 403, 403],
+    ),
+    row(
+        "GET",
+        "/api/v1/explain?user=t-{r}&ip=192.0.2.1&methods=totp",
+        None,
+        [200, 200, 403, 403],
+    ),
+    row("GET", "/api/v1/audit", None, [200, 200, 403, 403]),
+    row("GET", "/api/v1/sps", None, [200, 200, 200, 200]),
+    row(
+        "POST",
+        "/api/v1/sps",
+        Some(r#"{"metadata_xml":{newmeta}}"#),
+        [201, 201, 403, 403],
+    ),
+    row("GET", "/api/v1/sps/{sp}", None, [200, 200, 200, 403]),
+    row(
+        "PUT",
+        "/api/v1/sps/{sp}/settings",
+        Some(r#"{"nameid_attribute":"email"}"#),
+        [200, 200, 200, 403],
+    ),
+    row(
+        "PUT",
+        "/api/v1/sps/{sp}/metadata",
+        Some(r#"{"metadata_xml":{meta}}"#),
+        [200, 200, 200, 403],
+    ),
+    row(
+        "POST",
+        "/api/v1/sps/{sp}/disable",
+        None,
+        [200, 200, 200, 403],
+    ),
+    row(
+        "POST",
+        "/api/v1/sps/{sp}/enable",
+        None,
+        [200, 200, 200, 403],
+    ),
+    row("GET", "/api/v1/sps/{sp}/users", None, [200, 200, 200, 403]),
+    row("GET", "/api/v1/sps/{sp}/access", None, [200, 200, 200, 403]),
+    row(
+        "PUT",
+        "/api/v1/sps/{sp}/access",
+        Some(r#"{"require_mfa":true,"mfa_within_secs":3600}"#),
+        [200, 200, 403, 403],
+    ),
+    row(
+        "DELETE",
+        "/api/v1/sps/{sp}/users/t-{r}",
+        None,
+        [204, 204, 204, 403],
+    ),
+    row(
+        "PUT",
+        "/api/v1/sps/{sp}/users/t-{r}",
+        None,
+        [204, 204, 204, 403],
+    ),
+    row("DELETE", "/api/v1/sps/{sp}", None, [204, 204, 403, 403]),
+    row("DELETE", "/api/v1/users/t-{r}", None, [204, 204, 403, 403]),
+];
+
+impl Fixture {
+    fn render(&self, template: &str, role: usize) -> String {
+        let (r, sp, meta, tok, grant) = &self.items[role];
+        template
+            .replace("{r}", r)
+            .replace("{sp}", &sp.to_string())
+            .replace("{tok}", &tok.to_string())
+            .replace("{grant}", &grant.to_string())
+            .replace("{nosession}", NO_SESSION)
+            .replace("{meta}", &serde_json::to_string(meta).unwrap())
+            .replace(
+                "{newmeta}",
+                &serde_json::to_string(&self.new_sps[role].1).unwrap(),
+            )
+    }
+}
+
+/// The operations of the OpenAPI document as (METHOD, path template).
+async fn documented_operations(idp: &TestIdp) -> BTreeSet<(String, String)> {
+    let (status, doc) = call(
+        &client_at("127.0.0.1"),
+        idp,
+        None,
+        Method::GET,
+        "/api/v1/openapi.json",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ops = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                ops.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    ops
+}
+
+/// Which documented operation a concrete request is.
+fn operation_of(ops: &BTreeSet<(String, String)>, method: &str, path: &str) -> (String, String) {
+    let path = path.split('?').next().unwrap();
+    let segments: Vec<&str> = path.split('/').collect();
+    let matching: Vec<_> = ops
+        .iter()
+        .filter(|(m, template)| {
+            let t: Vec<&str> = template.split('/').collect();
+            m == method
+                && t.len() == segments.len()
+                && t.iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
+        })
+        .collect();
+    // A literal segment beats a parameter (e.g. /sessions vs /sessions/{key} never clash in length,
+    // but /users/{username}/disable vs /users/{username}/{x} would): take the most literal match.
+    let best = matching
+        .iter()
+        .max_by_key(|(_, t)| t.split('/').filter(|s| !s.starts_with('{')).count())
+        .unwrap_or_else(|| panic!("{method} {path} is not in the OpenAPI document"));
+    (*best).clone()
+}
+
+/// Runs the whole matrix; also checks that it covers every documented operation, that every one of
+/// them answers 401 JSON without credentials (so it is routed), and 403 `not_admin` for a user
+/// holding no admin role.
+async fn run_matrix(f: &Fixture) {
+    let idp = &f.idp;
+    let client = client_at("127.0.0.1");
+    let ops = documented_operations(idp).await;
+    let mut covered = BTreeSet::new();
+    idp.add_user("plain", &[]).await;
+    let plain = token_for(idp, "plain", TokenScope::Write).await;
+    for row in MATRIX {
+        let method: Method = row.method.parse().unwrap();
+        covered.insert(operation_of(&ops, row.method, row.path));
+        let path = f.render(row.path, 0);
+        let body = row
+            .body
+            .map(|b| serde_json::from_str::<Value>(&f.render(b, 0)).unwrap());
+        let (status, json) = call(&client, idp, None, method.clone(), &path, body.as_ref()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{} {path}: {json}",
+            row.method
+        );
+        assert_eq!(json["code"], "unauthenticated");
+        let (status, json) = call(&client, idp, Some(&plain), method, &path, body.as_ref()).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{} {path}: {json}",
+            row.method
+        );
+        assert_eq!(json["code"], "not_admin");
+    }
+    let missing: Vec<_> = ops.difference(&covered).collect();
+    assert!(
+        missing.is_empty(),
+        "endpoints without a matrix row: {missing:?}"
+    );
+    for (i, (r, token)) in f.tokens.iter().enumerate() {
+        for row in MATRIX {
+            let method: Method = row.method.parse().unwrap();
+            let path = f.render(row.path, i);
+            let body = row
+                .body
+                .map(|b| serde_json::from_str::<Value>(&f.render(b, i)).unwrap());
+            let (status, json) =
+                call(&client, idp, Some(token), method, &path, body.as_ref()).await;
+            assert_eq!(
+                status.as_u16(),
+                row.expect[i],
+                "{r}: {} {path}: {json}",
+                row.method
+            );
+            if status.is_client_error() {
+                assert!(
+                    json["code"].is_string() && json["message"].is_string(),
+                    "{json}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn permission_matrix_sqlite() {
+    let f = fixture(None).await;
+    run_matrix(&f).await;
+    // The app admin's list views show only their SP and its users.
+    let app = &f.tokens[2].1;
+    let client = client_at("127.0.0.1");
+    let (_, sps) = call(&client, &f.idp, Some(app), Method::GET, "/api/v1/sps", None).await;
+    let names: Vec<&str> = sps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["entity_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["https://sp-app.sp.test/metadata"]);
+    // ... and no other SP, nor the users of other SPs.
+    let d = &f.idp.idp.directory;
+    let metadata = fetch_idp_metadata(&f.idp).await;
+    let foreign = TestSp::new("foreign", &metadata, SpOptions::default());
+    f.idp.add_user("stranger", &[]).await;
+    f.idp
+        .register(&foreign, SpSettings::default(), &["stranger"])
+        .await;
+    let foreign_id = d.get_sp(&foreign.entity_id).await.unwrap().unwrap().id;
+    for (method, path) in [
+        (Method::GET, format!("/api/v1/sps/{foreign_id}")),
+        (Method::GET, format!("/api/v1/sps/{foreign_id}/users")),
+        (Method::POST, format!("/api/v1/sps/{foreign_id}/disable")),
+        (
+            Method::PUT,
+            format!("/api/v1/sps/{foreign_id}/users/stranger"),
+        ),
+        (Method::GET, "/api/v1/users/stranger".to_owned()),
+    ] {
+        let (status, json) = call(&client, &f.idp, Some(app), method, &path, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {json}");
+    }
+    let (_, users) = call(
+        &client,
+        &f.idp,
+        Some(app),
+        Method::GET,
+        "/api/v1/users",
+        None,
+    )
+    .await;
+    let names: Vec<&str> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["t-app"]);
+    assert!(
+        d.get_sp(&foreign.entity_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .settings
+            .enabled
+    );
+}
+
+#[tokio::test]
+async fn permission_matrix_postgres() {
+    let database = TestDatabase::create().await.unwrap();
+    let f = fixture(Some(&database.url)).await;
+    assert_eq!(
+        f.idp.idp.directory.backend_name().await.unwrap(),
+        "PostgreSQL"
+    );
+    run_matrix(&f).await;
+}
+
+/// A started Tessera with one super admin `root` holding a write token.
+async fn with_root() -> (TestIdp, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = TestIdp::start(dir.path(), &Store::Memory).await;
+    idp.add_user("root", &[]).await;
+    grant(&idp, "root", AdminRole::SuperAdmin, None).await;
+    let token = token_for(&idp, "root", TokenScope::Write).await;
+    (idp, dir, token)
+}
+
+#[tokio::test]
+async fn token_lifecycle_shown_once_hashed_expiring_revocable_and_ranged() {
+    let (idp, _dir, root) = with_root().await;
+    let here = client_at("127.0.0.1");
+    let body = json!({"name": "deploy", "scope": "write", "expires_in_days": 7, "ip_ranges": ["127.0.0.2/32"]});
+    let (status, created) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::POST,
+        "/api/v1/tokens",
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("tsr_") && token.len() > 40, "{token}");
+    let id = created["info"]["id"].as_i64().unwrap();
+    let expires = created["info"]["expires_at"].as_i64().unwrap();
+    let week = chrono::Utc::now().timestamp() + 7 * 86_400;
+    assert!((week - 5..=week + 5).contains(&expires), "{expires}");
+
+    // Shown once: no listing contains it, and the database holds only its SHA-256.
+    let (_, list) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::GET,
+        "/api/v1/tokens",
+        None,
+    )
+    .await;
+    assert!(list.as_array().unwrap().iter().any(|t| t["id"] == id));
+    assert!(!list.to_string().contains(&token));
+    let pool = db(&idp).await;
+    let row =
+        sqlx::query("SELECT token_hash, name, scope, ip_ranges FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let stored: String = row.try_get("token_hash").unwrap();
+    assert_eq!(stored, hex::encode(openssl::sha::sha256(token.as_bytes())));
+    for column in ["token_hash", "name", "scope", "ip_ranges"] {
+        let value: Option<String> = row.try_get(column).unwrap();
+        assert!(
+            !value.unwrap_or_default().contains(&token[4..]),
+            "{column} holds the token"
+        );
+    }
+
+    // Its own ranges: refused from 127.0.0.1 with the JSON refusal, admitted from 127.0.0.2.
+    let (status, refusal) = call(
+        &here,
+        &idp,
+        Some(&token),
+        Method::GET,
+        "/api/v1/users",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        refusal,
+        json!({"code": "ip_denied", "message": "Access denied from this IP address"})
+    );
+    let there = client_at("127.0.0.2");
+    let (status, _) = call(
+        &there,
+        &idp,
+        Some(&token),
+        Method::GET,
+        "/api/v1/users",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, list) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::GET,
+        "/api/v1/tokens",
+        None,
+    )
+    .await;
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap()
+        .clone();
+    assert!(listed["last_used"].is_i64(), "{listed}");
+
+    // Revoked: refused at once.
+    let (status, _) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::DELETE,
+        &format!("/api/v1/tokens/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, json) = call(
+        &there,
+        &idp,
+        Some(&token),
+        Method::GET,
+        "/api/v1/users",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(json["code"], "invalid_token");
+
+    // Expired: refused.
+    let (_, expired) = idp
+        .idp
+        .directory
+        .create_api_token(
+            "root",
+            "old",
+            TokenScope::Write,
+            chrono::Utc::now().timestamp() - 1,
+            None,
+        )
+        .await
+        .unwrap();
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&expired),
+        Method::GET,
+        "/api/v1/users",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(json["code"], "token_expired");
+
+    // Unknown, malformed: refused alike, without detail.
+    for bad in ["tsr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "nope"] {
+        let (status, json) = call(&here, &idp, Some(bad), Method::GET, "/api/v1/users", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{json}");
+        assert_eq!(json["code"], "invalid_token");
+    }
+
+    // A read token reads and cannot change anything.
+    let reader = token_for(&idp, "root", TokenScope::Read).await;
+    let (status, _) = call(
+        &here,
+        &idp,
+        Some(&reader),
+        Method::GET,
+        "/api/v1/groups",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&reader),
+        Method::POST,
+        "/api/v1/groups",
+        Some(&json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(json["code"], "insufficient_scope");
+    assert!(idp.idp.directory.list_groups().await.unwrap().is_empty());
+
+    // A token stops working when its owner loses the admin role or is disabled.
+    idp.add_user("ex", &[]).await;
+    grant(&idp, "ex", AdminRole::OrgAdmin, None).await;
+    let ex = token_for(&idp, "ex", TokenScope::Write).await;
+    let (status, _) = call(&here, &idp, Some(&ex), Method::GET, "/api/v1/users", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let grants = idp.idp.directory.list_admin_grants().await.unwrap();
+    let g = grants.iter().find(|g| g.username == "ex").unwrap();
+    idp.idp.directory.revoke_admin_grant(g.id).await.unwrap();
+    let (status, json) = call(&here, &idp, Some(&ex), Method::GET, "/api/v1/users", None).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_admin"))
+    );
+    grant(&idp, "ex", AdminRole::OrgAdmin, None).await;
+    idp.idp
+        .directory
+        .set_user_status("ex", tessera::directory::UserStatus::Disabled)
+        .await
+        .unwrap();
+    let (status, json) = call(&here, &idp, Some(&ex), Method::GET, "/api/v1/users", None).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("account_disabled"))
+    );
+}
+
+#[tokio::test]
+async fn token_requests_obey_the_owners_ip_allowlist_and_refusals_are_recorded() {
+    let (idp, _dir, root) = with_root().await;
+    idp.idp
+        .directory
+        .add_ip_rule(&IpRule {
+            name: "root-office".into(),
+            ranges: vec!["127.0.0.2/32".parse().unwrap()],
+            scope: RuleScope::Users(vec!["root".into()]),
+        })
+        .await
+        .unwrap();
+    let (status, json) = call(
+        &client_at("127.0.0.1"),
+        &idp,
+        Some(&root),
+        Method::GET,
+        "/api/v1/users",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        json,
+        json!({"code": "ip_denied", "message": "Access denied from this IP address"})
+    );
+    let (status, _) = call(
+        &client_at("127.0.0.2"),
+        &idp,
+        Some(&root),
+        Method::GET,
+        "/api/v1/users",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    idp.idp.events.flush().await;
+    let pool = db(&idp).await;
+    let rows = sqlx::query(
+        "SELECT username, ip, outcome, reason FROM login_events WHERE username = 'root'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    let ip: String = rows[0].try_get("ip").unwrap();
+    let outcome: String = rows[0].try_get("outcome").unwrap();
+    let reason: String = rows[0].try_get("reason").unwrap();
+    assert_eq!((ip.as_str(), outcome.as_str()), ("127.0.0.1", "ip_denied"));
+    assert!(reason.contains("root-office"), "{reason}");
+}
+
+#[tokio::test]
+async fn session_authenticated_changes_need_the_csrf_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = TestIdp::start(dir.path(), &Store::Memory).await;
+    idp.add_user("admin", &[]).await;
+    grant(&idp, "admin", AdminRole::OrgAdmin, None).await;
+    idp.add_user("someone", &[]).await;
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let browser = Browser::with(BrowserOptions {
+        jar: Some(jar.clone()),
+        ..BrowserOptions::default()
+    });
+    // Without a session: 401.
+    let (status, _) = call(
+        &browser.client,
+        &idp,
+        None,
+        Method::GET,
+        "/api/v1/users",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    browser.sign_in(&idp, "admin").await;
+    let (status, users) = call(
+        &browser.client,
+        &idp,
+        None,
+        Method::GET,
+        "/api/v1/users",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{users}");
+    let url: reqwest::Url = idp.url("/").parse().unwrap();
+    let cookies = reqwest::cookie::CookieStore::cookies(&*jar, &url).unwrap();
+    let csrf = cookies
+        .to_str()
+        .unwrap()
+        .split("; ")
+        .find_map(|c| c.strip_prefix("tessera_csrf="))
+        .unwrap()
+        .to_owned();
+    let body = json!({"name": "staff"});
+    let post = |header: Option<&str>| {
+        let mut request = browser
+            .client
+            .post(idp.url("/api/v1/groups"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        if let Some(h) = header {
+            request = request.header("X-CSRF-Token", h);
+        }
+        request.send()
+    };
+    for header in [None, Some("wrong"), Some(&"x".repeat(43)[..])] {
+        let response = post(header).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let json: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert_eq!(json["code"], "csrf");
+    }
+    assert!(idp.idp.directory.list_groups().await.unwrap().is_empty());
+    let response = post(Some(&csrf)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(idp.idp.directory.list_groups().await.unwrap().len(), 1);
+    // A signed-in user without an admin role gets nothing.
+    let other = Browser::new();
+    other.sign_in(&idp, "someone").await;
+    let (status, json) = call(
+        &other.client,
+        &idp,
+        None,
+        Method::GET,
+        "/api/v1/users",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_admin"))
+    );
+}
+
+#[tokio::test]
+async fn changes_are_audited_with_actor_before_after_time_and_address() {
+    let (idp, _dir, root) = with_root().await;
+    idp.add_user("alice", &[]).await;
+    let here = client_at("127.0.0.2");
+    let started = chrono::Utc::now().timestamp_millis();
+    let (status, _) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::PUT,
+        "/api/v1/users/alice",
+        Some(&json!({"department": "Finance"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::POST,
+        "/api/v1/admin-grants",
+        Some(&json!({"username": "alice", "role": "helpdesk"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, audit) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::GET,
+        "/api/v1/audit?limit=10",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let entries = audit.as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{audit}");
+    let (grant, update) = (&entries[0], &entries[1]);
+    assert_eq!(update["actor"], "user:root");
+    assert_eq!(update["action"], "user.update");
+    assert_eq!(update["target"], "user:alice");
+    assert_eq!(update["client_ip"], "127.0.0.2");
+    assert_eq!(update["before"]["department"], Value::Null);
+    assert_eq!(update["after"]["department"], "Finance");
+    assert!(update["at"].as_i64().unwrap() >= started);
+    assert_eq!(grant["action"], "grant.create");
+    assert_eq!(grant["before"], Value::Null);
+    assert_eq!(grant["after"]["role"], "helpdesk");
+    // A refused change is not recorded as a change.
+    let (status, _) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::PUT,
+        "/api/v1/users/nobody",
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, audit) = call(&here, &idp, Some(&root), Method::GET, "/api/v1/audit", None).await;
+    assert_eq!(audit.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn no_admin_can_raise_their_own_rights_and_org_admins_cannot_touch_super_admins() {
+    let (idp, _dir, root) = with_root().await;
+    let here = client_at("127.0.0.1");
+    idp.add_user("olga", &[]).await;
+    grant(&idp, "olga", AdminRole::OrgAdmin, None).await;
+    let olga = token_for(&idp, "olga", TokenScope::Write).await;
+    idp.add_user("hal", &[]).await;
+    grant(&idp, "hal", AdminRole::Helpdesk, None).await;
+    let hal = token_for(&idp, "hal", TokenScope::Write).await;
+    idp.add_user("bob", &[]).await;
+
+    let grant_body = |user: &str, role: &str| json!({"username": user, "role": role});
+    for (token, user, role) in [
+        (&olga, "olga", "super_admin"),
+        (&olga, "olga", "helpdesk"),
+        (&hal, "hal", "org_admin"),
+        (&root, "root", "org_admin"),
+    ] {
+        let (status, json) = call(
+            &here,
+            &idp,
+            Some(token),
+            Method::POST,
+            "/api/v1/admin-grants",
+            Some(&grant_body(user, role)),
+        )
+        .await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("self_escalation")),
+            "{user} {role}"
+        );
+    }
+    // Org admins grant below super admin only, and leave super admins alone.
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::POST,
+        "/api/v1/admin-grants",
+        Some(&grant_body("bob", "super_admin")),
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let (status, _) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::POST,
+        "/api/v1/admin-grants",
+        Some(&grant_body("bob", "org_admin")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::POST,
+        "/api/v1/admin-grants",
+        Some(&grant_body("root", "helpdesk")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for (method, path) in [
+        (Method::POST, "/api/v1/users/root/disable"),
+        (Method::POST, "/api/v1/users/root/password"),
+        (Method::DELETE, "/api/v1/users/root"),
+        (Method::PUT, "/api/v1/users/root/groups/staff"),
+    ] {
+        let (status, json) = call(&here, &idp, Some(&olga), method, path, Some(&json!({}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {json}");
+    }
+    let root_grant = idp
+        .idp
+        .directory
+        .list_admin_grants()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|g| g.username == "root")
+        .unwrap();
+    let (status, _) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::DELETE,
+        &format!("/api/v1/admin-grants/{}", root_grant.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Helpdesk: resets for plain users only.
+    let (status, reset) = call(
+        &here,
+        &idp,
+        Some(&hal),
+        Method::POST,
+        "/api/v1/users/bob/password",
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "bob is an org admin now: {reset}"
+    );
+    idp.add_user("carol", &[]).await;
+    let (status, reset) = call(
+        &here,
+        &idp,
+        Some(&hal),
+        Method::POST,
+        "/api/v1/users/carol/password",
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let otp = reset["one_time_password"].as_str().unwrap();
+    assert!(matches!(
+        idp.idp
+            .directory
+            .verify_password("carol", otp)
+            .await
+            .unwrap(),
+        tessera::directory::PasswordCheck::Authenticated(_)
+    ));
+    // The super admin still holds exactly what they held.
+    let grants = idp.idp.directory.list_admin_grants().await.unwrap();
+    assert_eq!(grants.iter().filter(|g| g.username == "root").count(), 1);
+    assert!(!grants
+        .iter()
+        .any(|g| g.username == "olga" && g.role != AdminRole::OrgAdmin));
+}
+
+#[tokio::test]
+async fn a_change_that_locks_the_admin_out_is_refused_unless_confirmed() {
+    let (idp, _dir, root) = with_root().await;
+    let here = client_at("127.0.0.1");
+    let rule = json!({"name": "office", "ranges": ["10.0.0.0/8"], "everyone": true});
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::POST,
+        "/api/v1/ip-rules",
+        Some(&rule),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{json}");
+    assert_eq!(json["code"], "would_lock_out");
+    assert!(
+        json["message"].as_str().unwrap().contains("127.0.0.1"),
+        "{json}"
+    );
+    assert!(idp.idp.directory.list_ip_rules().await.unwrap().is_empty());
+    // A policy allowlist that excludes the admin: the same.
+    let policy = json!({"name": "strict", "ip_ranges": ["10.0.0.0/8"], "is_default": true});
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::POST,
+        "/api/v1/policies",
+        Some(&policy),
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::CONFLICT, Some("would_lock_out"))
+    );
+    assert!(idp.idp.directory.list_policies().await.unwrap().is_empty());
+    // A rule that keeps the admin's address in is fine.
+    let keep = json!({"name": "loopback", "ranges": ["127.0.0.0/8"], "everyone": true});
+    let (status, _) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::POST,
+        "/api/v1/ip-rules",
+        Some(&keep),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Confirmed: applied, and from then on this admin is refused from here.
+    let (status, _) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::DELETE,
+        "/api/v1/ip-rules/loopback",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::POST,
+        "/api/v1/ip-rules?confirm=true",
+        Some(&rule),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::GET,
+        "/api/v1/ip-rules",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("ip_denied"))
+    );
+}
+
+#[tokio::test]
+async fn a_refused_change_leaves_nothing_half_applied() {
+    let (idp, _dir, root) = with_root().await;
+    let here = client_at("127.0.0.1");
+    idp.idp.directory.create_group("staff").await.unwrap();
+    let body = json!({"username": "dave", "password": "correct horse battery staple", "groups": ["staff", "missing"]});
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::POST,
+        "/api/v1/users",
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{json}");
+    assert_eq!(json["code"], "not_found");
+    assert!(json["message"].as_str().unwrap().contains("missing"));
+    assert!(idp
+        .idp
+        .directory
+        .get_user_by_username("dave")
+        .await
+        .unwrap()
+        .is_none());
+    let pool = db(&idp).await;
+    let members: i64 = sqlx::query("SELECT COUNT(*) AS n FROM user_groups")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    assert_eq!(members, 0);
+    let (_, audit) = call(&here, &idp, Some(&root), Method::GET, "/api/v1/audit", None).await;
+    assert_eq!(audit, json!([]));
+    // The same request with existing groups creates the user with the membership, and a one-time
+    // password when none is given.
+    let body = json!({"username": "dave", "groups": ["staff"]});
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::POST,
+        "/api/v1/users",
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    assert_eq!(json["user"]["groups"], json!(["staff"]));
+    assert!(json["one_time_password"].as_str().unwrap().len() >= 20);
+}
+
+#[tokio::test]
+async fn errors_are_json_and_the_openapi_document_is_served() {
+    let (idp, _dir, root) = with_root().await;
+    let here = client_at("127.0.0.1");
+    let (status, doc) = call(&here, &idp, None, Method::GET, "/api/v1/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/api/v1/users/{username}"]["put"].is_object());
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    assert!(doc["components"]["securitySchemes"]["token"].is_object());
+    assert_eq!(doc["security"].as_array().unwrap().len(), 2);
+    // Routes can only be added through utoipa-axum's `routes!` (documented); the only plain axum
+    // routes are the document itself and the JSON 404s, in api/mod.rs.
+    let api_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    for entry in std::fs::read_dir(&api_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let source = std::fs::read_to_string(&path).unwrap();
+        let plain = source.matches(".route(").count() + source.matches(".route_service(").count();
+        let allowed = if path.ends_with("mod.rs") { 3 } else { 0 };
+        assert_eq!(
+            plain,
+            allowed,
+            "{} adds routes outside the OpenAPI document",
+            path.display()
+        );
+    }
+    for (method, path, body, code) in [
+        (
+            Method::GET,
+            "/api/v1/nothing-here",
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/api/v1/users/ghost",
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            "/api/v1/groups",
+            Some("{not json"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/v1/groups",
+            Some(r#"{"nom":"x"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            "/api/v1/users",
+            Some(r#"{"username":"weak","password":"123"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            "/api/v1/groups",
+            Some(r#"{"name":"dup"}"#),
+            StatusCode::CREATED,
+        ),
+        (
+            Method::POST,
+            "/api/v1/groups",
+            Some(r#"{"name":"dup"}"#),
+            StatusCode::CONFLICT,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/tokens/not-a-number",
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/v1/sps",
+            Some(r#"{"metadata_xml":"<x/>"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let mut request = here.request(method, idp.url(path)).bearer_auth(&root);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), code, "{path}");
+        let text = response.text().await.unwrap();
+        let json: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: {text}"));
+        if code.is_client_error() {
+            assert!(
+                json["code"].is_string() && json["message"].is_string(),
+                "{path}: {json}"
+            );
+            let lower = text.to_lowercase();
+            assert!(
+                !lower.contains("sqlx")
+                    && !lower.contains("select ")
+                    && !lower.contains("panicked"),
+                "{text}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn console_bootstraps_a_super_admin_and_a_token_printed_once() {
+    let (idp, dir, _) = with_root().await;
+    idp.add_user("eve", &[]).await;
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("TESSERA_CONFIG")
+            .env("TESSERA_DATABASE_URL", &idp.idp.config.database_url)
+            .env("TESSERA_CERTS_DIR", dir.path().join("certs"))
+            .env("TESSERA_METADATA_DIR", dir.path().join("metadata"))
+            .env("TESSERA_DATA_DIR", dir.path().join("data"))
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["admin", "grant", "eve", "super_admin"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["admin", "grant", "eve", "app_admin"]);
+    assert!(!out.status.success(), "an app admin grant needs --sp");
+    let out = run(&[
+        "token",
+        "create",
+        "--owner",
+        "eve",
+        "--scope",
+        "write",
+        "--expires-days",
+        "1",
+        "--ip",
+        "127.0.0.0/8",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("tsr_"), "{token}");
+    let (status, _) = call(
+        &client_at("127.0.0.1"),
+        &idp,
+        Some(&token),
+        Method::GET,
+        "/api/v1/admin-grants",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let out = run(&["token", "list", "--owner", "eve"]);
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        listing.contains("127.0.0.0/8") && !listing.contains(&token),
+        "{listing}"
+    );
+    let id = listing.split('\t').next().unwrap().trim().to_owned();
+    let out = run(&["token", "revoke", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _) = call(
+        &client_at("127.0.0.1"),
+        &idp,
+        Some(&token),
+        Method::GET,
+        "/api/v1/admin-grants",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let out = run(&["admin", "revoke", "eve", "super_admin"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(idp
+        .idp
+        .directory
+        .list_admin_grants()
+        .await
+        .unwrap()
+        .iter()
+        .all(|g| g.username != "eve"));
+}
