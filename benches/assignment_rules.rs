@@ -94,7 +94,7 @@ fn random_rule(rng: &mut StdRng, i: usize) -> AssignmentRule {
 
 /// One random user's facts, as `Directory::user_facts` builds them (built-in attributes included).
 fn random_user(rng: &mut StdRng, i: usize) -> UserFacts {
-    let attributes = vec![
+    let attributes = [
         ("username".to_owned(), vec![format!("user{i}")]),
         ("email".to_owned(), vec![format!("user{i}@example.org")]),
         ("status".to_owned(), vec!["active".to_owned()]),

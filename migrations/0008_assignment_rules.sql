@@ -9,6 +9,9 @@ CREATE TABLE assignment_rules (
     --                         {"group": "sales-emea"}, {"role": "manager"}]}]}
     condition TEXT NOT NULL,
     enabled BIGINT NOT NULL CHECK (enabled IN (0, 1)),
+    -- 'cli' rules are managed with `tessera assignment-rule` (and the admin API); 'config' rules are
+    -- reconciled from tessera.toml at every start and cannot be changed elsewhere.
+    source TEXT NOT NULL CHECK (source IN ('cli', 'config')),
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );

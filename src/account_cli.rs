@@ -1,7 +1,7 @@
 //! `tessera user ...` commands about credentials and the account's existence: delete, set-password,
-//! reset-link, unlock-recovery. Each one that changes what the user can prove ends their sessions when
-//! the sessions are in Redis (memory sessions live in the server: there the next SSO refuses a deleted
-//! user, and the others end when the server restarts).
+//! reset-link, unlock-recovery. Each one that changes what the user can prove ends their sessions: at
+//! once when they are in Redis, and in any case at their next request (memory sessions live in the
+//! server, out of the CLI's reach, but every SSO checks the directory).
 
 use std::time::Duration;
 
@@ -50,8 +50,18 @@ async fn redis(config: &Config) -> Result<Option<RedisStore>, String> {
     }
 }
 
-/// Ends every session of `user_id` when they are reachable; says what happened.
-pub async fn end_sessions(config: &Config, user_id: i64, username: &str) -> Result<(), String> {
+/// Ends every session of `user_id`: at once when they are in Redis, and in any case at their next
+/// request (the directory records that sessions begun before now are over). Says what happened.
+pub async fn end_sessions(
+    config: &Config,
+    directory: &Directory,
+    user_id: i64,
+    username: &str,
+) -> Result<(), String> {
+    match directory.revoke_sessions(username).await {
+        Ok(()) | Err(tessera::directory::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.to_string()),
+    }
     match redis(config).await? {
         Some(store) => {
             let ended = store
@@ -60,9 +70,7 @@ pub async fn end_sessions(config: &Config, user_id: i64, username: &str) -> Resu
                 .map_err(|e| e.to_string())?;
             println!("ended {ended} session(s) of {username}");
         }
-        None => println!(
-            "note: sessions are in the server's memory; {username}'s live sessions end when it restarts"
-        ),
+        None => println!("{username}'s sessions end at their next request"),
     }
     Ok(())
 }
@@ -114,7 +122,7 @@ pub async fn run(
                 .await
                 .map_err(|e| e.to_string())?;
             println!("deleted user {username}");
-            end_sessions(config, user.id, &username).await?;
+            end_sessions(config, directory, user.id, &username).await?;
             record(
                 directory,
                 &username,
@@ -148,7 +156,7 @@ pub async fn run(
                     ""
                 }
             );
-            end_sessions(config, user.id, &username).await?;
+            end_sessions(config, directory, user.id, &username).await?;
             record(
                 directory,
                 &username,

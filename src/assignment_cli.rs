@@ -105,6 +105,9 @@ pub async fn run(directory: &Directory, command: AssignmentRuleCommand) -> Resul
                 .ok_or_else(|| format!("assignment rule {name:?} not found"))?;
             println!("name:      {}", rule.name);
             println!("enabled:   {}", rule.enabled);
+            if let Some(owner) = directory.assignment_rule_owner(&name).await.map_err(err)? {
+                println!("managed:   {owner}");
+            }
             println!("condition: {}", rule.condition);
             for sp in &rule.targets {
                 let known = directory.get_sp(sp).await.map_err(err)?.is_some();

@@ -65,6 +65,9 @@ pub struct Config {
     /// Security policies declared here with their assignments, reconciled into the directory at every
     /// start.
     pub policies: Vec<PolicyDecl>,
+    /// App assignment rules declared here (`[[assignment_rules]]`, docs/app-assignment.md), reconciled
+    /// into the directory at every start.
+    pub assignment_rules: Vec<policy::AssignmentRuleDecl>,
     /// Second factors: the key that protects them, the name apps show, WebAuthn settings.
     pub mfa: MfaConfig,
     /// How passwords are hashed (argon2id costs).
@@ -284,7 +287,8 @@ pub struct SamlConfig {
     /// Largest inbound SAML message, after decompression.
     pub max_message_bytes: usize,
     /// Single logout: how long each SP may take to answer a back-channel (SOAP) LogoutRequest before
-    /// it counts as not signed out. All SPs are asked at once, so this bounds the whole propagation.
+    /// it counts as not signed out. All SPs are asked at once, so this bounds the whole propagation;
+    /// the front-channel round (SPs told through the browser's iframes) gets the same time after it.
     pub slo_timeout_ms: u64,
 }
 
@@ -304,6 +308,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             ip_rules: Vec::new(),
             policies: Vec::new(),
+            assignment_rules: Vec::new(),
             mfa: MfaConfig::default(),
             passwords: PasswordConfig::default(),
             recovery: RecoveryConfig::default(),
@@ -456,6 +461,8 @@ impl Config {
             }
         }
         policy::validate_declarations(&self.ip_rules, &self.policies)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        policy::rules_from_declarations(&self.assignment_rules)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(())
     }

@@ -364,6 +364,10 @@ impl Idp {
             .await?;
         let metadata_xml = idp_metadata(&config, &keys)?;
         let policies = RwLock::new(Arc::new(directory.load_policy_set().await?));
+        // App assignment rules declared in tessera.toml; all or nothing (docs/app-assignment.md).
+        let declared = crate::policy::rules_from_declarations(&config.assignment_rules)
+            .map_err(directory::Error::from)?;
+        directory.apply_assignment_declarations(&declared).await?;
         let assignment_rules = RwLock::new(Arc::new(directory.load_rule_set().await?));
         let trusted_proxies = config
             .trusted_proxy_set()
@@ -805,6 +809,15 @@ impl Idp {
                 return Err(SsoError::UserInactive(session.username.clone()));
             }
         };
+        // A session older than an administrator's password or MFA reset is over, whichever store keeps
+        // it (the CLI cannot reach a node's memory store).
+        if session.created_at < self.directory.sessions_not_before(user.id).await? {
+            self.sessions.delete(id).await?;
+            if pending.is_passive {
+                return no_passive();
+            }
+            return Ok(SsoStep::Outcome(SsoOutcome::Login));
+        }
         // The IP allowlists and the security policy of the user's tier, from where the request comes now
         // (an address change mid-session is checked again here).
         let facts = SessionFacts {

@@ -16,6 +16,10 @@
 //!
 //! `config` turns tessera.toml plus environment overrides into a validated `Config`. `web` is the axum
 //! application: routes, handlers, pages, and the mapping of every error to a status and a page.
+//!
+//! `api` is the admin API under `/api/v1` (JSON, OpenAPI generated from the handlers): API tokens or
+//! admin sessions, the delegated-administration permission matrix (`api::auth::authorize`), and the
+//! audit trail of every admin change.
 
 pub mod api;
 pub mod config;

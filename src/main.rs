@@ -726,7 +726,7 @@ async fn user(config: &Config, command: UserCommand) -> Result<(), String> {
                 reset.recovery_codes,
                 actor.to_stored()
             );
-            account_cli::end_sessions(config, user.id, &user.username).await?;
+            account_cli::end_sessions(config, &directory, user.id, &user.username).await?;
         }
         UserCommand::Account(c) => account_cli::run(config, &directory, c, read_password).await?,
     }

@@ -25,7 +25,7 @@ pub struct AddArgs {
     /// Logo shown on the portal (an https URL).
     #[arg(long)]
     pub logo_url: Option<String>,
-    /// PEM certificate the metadata must be signed with (URL sources only).
+    /// PEM certificate the metadata must be signed with (kept for refreshes of a URL source).
     #[arg(long, value_name = "FILE")]
     pub pin_cert: Option<PathBuf>,
     /// Refresh the metadata from the URL every this many seconds (URL sources only).
@@ -143,11 +143,16 @@ pub async fn add(config: &Config, directory: &Directory, args: AddArgs) -> Resul
             .await
             .map_err(|e| format!("{}: {e}", args.source))?
     } else {
-        if args.pin_cert.is_some() || args.refresh_secs.is_some() {
-            return Err("--pin-cert and --refresh-secs need a metadata URL".to_owned());
+        if args.refresh_secs.is_some() {
+            return Err("--refresh-secs needs a metadata URL".to_owned());
         }
         let xml =
             std::fs::read_to_string(&args.source).map_err(|e| format!("{}: {e}", args.source))?;
+        // A file may be checked against a pinned certificate too (once: there is nothing to refresh).
+        if let Some(path) = &args.pin_cert {
+            sp_registration::check_metadata(&xml, Some(&read_pem(path)?), now)
+                .map_err(|e| format!("{}: {e}", args.source))?;
+        }
         // Checked before registering, so a bad logo registers nothing.
         if let Some(logo) = &args.logo_url {
             SpProfile {

@@ -546,22 +546,17 @@ pub fn spawn_refresher(
 mod tests {
     use super::*;
 
-    fn url(s: &str) -> url::Url {
-        match url::Url::parse(s) {
-            Ok(u) => u,
-            Err(e) => panic!("{s}: {e}"),
-        }
-    }
-
     #[test]
-    fn transport_rule() {
-        assert!(transport_allowed(&url("https://sp.example/md"), false).is_ok());
-        assert!(transport_allowed(&url("http://127.0.0.1:8080/md"), false).is_ok());
-        assert!(transport_allowed(&url("http://[::1]/md"), false).is_ok());
-        assert!(transport_allowed(&url("http://localhost/md"), false).is_ok());
-        assert!(transport_allowed(&url("http://sp.example/md"), false).is_err());
-        assert!(transport_allowed(&url("http://sp.example/md"), true).is_ok());
-        assert!(transport_allowed(&url("ftp://sp.example/md"), true).is_err());
-        assert!(transport_allowed(&url("file:///etc/passwd"), true).is_err());
+    fn transport_rule() -> Result<(), url::ParseError> {
+        let url = |s: &str| url::Url::parse(s);
+        assert!(transport_allowed(&url("https://sp.example/md")?, false).is_ok());
+        assert!(transport_allowed(&url("http://127.0.0.1:8080/md")?, false).is_ok());
+        assert!(transport_allowed(&url("http://[::1]/md")?, false).is_ok());
+        assert!(transport_allowed(&url("http://localhost/md")?, false).is_ok());
+        assert!(transport_allowed(&url("http://sp.example/md")?, false).is_err());
+        assert!(transport_allowed(&url("http://sp.example/md")?, true).is_ok());
+        assert!(transport_allowed(&url("ftp://sp.example/md")?, true).is_err());
+        assert!(transport_allowed(&url("file:///etc/passwd")?, true).is_err());
+        Ok(())
     }
 }

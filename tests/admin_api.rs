@@ -8,9 +8,9 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -96,6 +96,71 @@ async fn db(idp: &TestIdp) -> sqlx::AnyPool {
         .unwrap()
 }
 
+/// A minimal HTTP/1.1 server on 127.0.0.1 serving SP metadata documents by path (404 for any other
+/// path); a test changes what a path answers at will (a body, or an error status).
+struct MetadataServer {
+    /// `http://127.0.0.1:<port>`.
+    base: String,
+    /// path -> (status, body).
+    docs: Arc<Mutex<HashMap<String, (u16, String)>>>,
+}
+
+impl MetadataServer {
+    async fn start() -> MetadataServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let docs: Arc<Mutex<HashMap<String, (u16, String)>>> = Arc::default();
+        let shared = docs.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let docs = shared.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let (status, body) = docs
+                        .lock()
+                        .unwrap()
+                        .get(&path)
+                        .cloned()
+                        .unwrap_or((404, String::new()));
+                    let out = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/samlmetadata+xml\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(out.as_bytes()).await;
+                });
+            }
+        });
+        MetadataServer { base, docs }
+    }
+
+    /// Serves `body` at `path` from now on.
+    fn serve(&self, path: &str, body: &str) {
+        self.answer(path, 200, body);
+    }
+
+    fn answer(&self, path: &str, status: u16, body: &str) {
+        self.docs
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), (status, body.to_owned()));
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
 /// The four admins, each with a token, and for each of them a set of items of their own to act on
 /// (so every role runs every row without stepping on another's).
 struct Fixture {
@@ -107,6 +172,9 @@ struct Fixture {
     items: Vec<(&'static str, i64, String, i64, i64)>,
     /// Metadata of a not-yet-registered SP per role, for the registration row.
     new_sps: Vec<(&'static str, String)>,
+    /// Serves `/sp-{r}.xml` (the metadata of the role's SP) and `/url-{r}.xml` (an SP to register from
+    /// its URL).
+    metadata_server: MetadataServer,
 }
 
 async fn fixture(database_url: Option<&str>) -> Fixture {
@@ -126,6 +194,7 @@ async fn fixture(database_url: Option<&str>) -> Fixture {
     let mut tokens = Vec::new();
     let mut items = Vec::new();
     let mut new_sps = Vec::new();
+    let metadata_server = MetadataServer::start().await;
     for (r, _) in ROLES {
         let sp = TestSp::new(&format!("sp-{r}"), &metadata, SpOptions::default());
         idp.add_user(&format!("t-{r}"), &[]).await;
@@ -142,6 +211,9 @@ async fn fixture(database_url: Option<&str>) -> Fixture {
             .unwrap()
             .id;
         items.push((r, sp_id, sp.metadata_xml.clone(), 0, revocable));
+        metadata_server.serve(&format!("/sp-{r}.xml"), &sp.metadata_xml);
+        let by_url = TestSp::new(&format!("url-{r}"), &metadata, SpOptions::default());
+        metadata_server.serve(&format!("/url-{r}.xml"), &by_url.metadata_xml);
         let fresh = TestSp::new(&format!("new-{r}"), &metadata, SpOptions::default());
         new_sps.push((r, fresh.metadata_xml));
     }
@@ -170,12 +242,13 @@ async fn fixture(database_url: Option<&str>) -> Fixture {
         tokens,
         items,
         new_sps,
+        metadata_server,
     }
 }
 
 /// One row of the matrix: the request (templates: `{r}` role key, `{sp}` the role's SP id,
 /// `{tok}` a spare token of the role, `{grant}` a grant to revoke, `{meta}` / `{newmeta}` SP metadata
-/// as a JSON string) and the expected status for super, org, app and helpdesk admins.
+/// as a JSON string, `{md}` the base URL of the fixture's metadata server) and the expected status for super, org, app and helpdesk admins.
 struct MatrixRow {
     method: &'static str,
     path: &'static str,
@@ -412,7 +485,27 @@ const MATRIX: &[MatrixRow] = &[
         Some(r#"{"metadata_xml":{newmeta}}"#),
         [201, 201, 403, 403],
     ),
+    row(
+        "POST",
+        "/api/v1/sps/from-url",
+        Some(r#"{"metadata_url":"{md}/url-{r}.xml","refresh_secs":3600}"#),
+        [201, 201, 403, 403],
+    ),
     row("GET", "/api/v1/sps/{sp}", None, [200, 200, 200, 403]),
+    row(
+        "PUT",
+        "/api/v1/sps/{sp}/profile",
+        Some(
+            r#"{"display_name":"SP {r}","logo_url":"https://cdn.example/{r}.png","source":{"metadata_url":"{md}/sp-{r}.xml","refresh_secs":600}}"#,
+        ),
+        [200, 200, 200, 403],
+    ),
+    row(
+        "POST",
+        "/api/v1/sps/{sp}/refresh",
+        None,
+        [200, 200, 200, 403],
+    ),
     row(
         "PUT",
         "/api/v1/sps/{sp}/settings",
@@ -470,6 +563,7 @@ impl Fixture {
             .replace("{tok}", &tok.to_string())
             .replace("{grant}", &grant.to_string())
             .replace("{nosession}", NO_SESSION)
+            .replace("{md}", &self.metadata_server.base)
             .replace("{meta}", &serde_json::to_string(meta).unwrap())
             .replace(
                 "{newmeta}",
@@ -621,7 +715,7 @@ async fn permission_matrix_sqlite() {
             Method::PUT,
             format!("/api/v1/sps/{foreign_id}/users/stranger"),
         ),
-        (Method::GET, "/api/v1/users/stranger".to_owned()),
+        (Method::POST, format!("/api/v1/sps/{foreign_id}/refresh")),
     ] {
         let (status, json) = call(&client, &f.idp, Some(app), method, &path, None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {json}");

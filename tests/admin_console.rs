@@ -19,6 +19,8 @@ use reqwest::StatusCode;
 use common::idp::{fetch_idp_metadata, Browser, Page, SpOptions, Store, TestIdp, TestSp, PASSWORD};
 use common::webdriver::{acs_server, next_response, Driver};
 use tessera::directory::{AdminRole, SpSettings};
+use tessera::mfa::TotpSecret;
+use tessera::policy::{AssignmentTarget, PolicyAssignment, SecurityPolicy};
 
 /// Where the screenshots go: `target/screenshots/admin_console/`.
 fn screenshot_dir() -> PathBuf {
@@ -322,9 +324,31 @@ async fn the_console_shows_each_admin_only_what_their_role_allows() {
     let users = app.get(&idp.url("/admin/users")).await;
     assert!(users.body.contains("/admin/users/bob"));
     assert!(!users.body.contains("/admin/users/carol"));
+    // A user outside the app admin's SPs is refused exactly like a user who does not exist (the API
+    // does not tell which usernames exist), and cannot be changed either.
+    let carol = app.get(&idp.url("/admin/users/carol")).await;
+    let nobody = app.get(&idp.url("/admin/users/nobody")).await;
+    assert_eq!(carol.status, StatusCode::NOT_FOUND);
+    assert_eq!(nobody.status, StatusCode::NOT_FOUND);
     assert_eq!(
-        app.get(&idp.url("/admin/users/carol")).await.status,
-        StatusCode::FORBIDDEN
+        carol.text().replace("carol", "X"),
+        nobody.text().replace("nobody", "X")
+    );
+    let refused = app
+        .post(
+            &idp.url("/admin/users/carol"),
+            &[
+                ("csrf_token".to_owned(), token(&users)),
+                ("op".to_owned(), "disable".to_owned()),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.body);
+    assert!(refused.text().contains("not found"), "{}", refused.body);
+    let carol_now = idp.idp.directory.get_user_by_username("carol").await;
+    assert_eq!(
+        carol_now.unwrap().unwrap().status,
+        tessera::directory::UserStatus::Active
     );
     assert_eq!(
         app.get(&idp.url("/admin/users/bob")).await.status,
@@ -465,5 +489,92 @@ async fn the_console_shows_each_admin_only_what_their_role_allows() {
         .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(page.body.contains("One-time password"));
+    idp.stop().await;
+}
+
+/// RFC 4648 base32 (no padding) to a TOTP secret, as an authenticator app reads it.
+fn secret_from_base32(text: &str) -> TotpSecret {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut count, mut out) = (0u64, 0, Vec::new());
+    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        let value = ALPHABET.iter().position(|a| *a == c).unwrap();
+        bits = (bits << 5) | value as u64;
+        count += 5;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    TotpSecret::from_bytes(&out).unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_whose_policy_requires_mfa_reaches_the_console_only_after_the_second_factor() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = TestIdp::start(dir.path(), &Store::Memory).await;
+    idp.add_user("root", &[]).await;
+    grant(&idp, "root", AdminRole::SuperAdmin, None).await;
+    let mut strict = SecurityPolicy::new("admins");
+    strict.mfa_required = true;
+    idp.idp.directory.add_policy(&strict).await.unwrap();
+    idp.idp
+        .directory
+        .assign_policy(&PolicyAssignment {
+            policy: "admins".into(),
+            target: AssignmentTarget::User("root".into()),
+            priority: 0,
+        })
+        .await
+        .unwrap();
+    let id = idp
+        .idp
+        .directory
+        .get_user_by_username("root")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let enrolment = idp.idp.mfa.begin_totp_enrolment(id, "root").await.unwrap();
+    let secret = secret_from_base32(&enrolment.secret_base32);
+    let now = chrono::Utc::now().timestamp();
+    idp.idp
+        .mfa
+        .confirm_totp_enrolment(id, &secret.code_at(now).unwrap(), now)
+        .await
+        .unwrap();
+
+    let browser = Browser::new();
+    let first = browser.get(&idp.url("/admin")).await;
+    assert_eq!(first.location().as_deref(), Some("/login?return=/admin"));
+    let login = browser.follow(&idp.url(""), &first).await;
+    let form = vec![
+        ("csrf_token".to_owned(), token(&login)),
+        ("return".to_owned(), login.field("return").unwrap()),
+        ("username".to_owned(), "root".to_owned()),
+        ("password".to_owned(), PASSWORD.to_owned()),
+    ];
+    let after = browser.post(&idp.url("/login"), &form).await;
+    assert_eq!(after.location().as_deref(), Some("/mfa"), "{}", after.body);
+    // The password alone opens nothing.
+    let console = browser.get(&idp.url("/admin")).await;
+    assert_eq!(console.status, StatusCode::SEE_OTHER);
+    let challenge = browser.follow(&idp.url(""), &after).await;
+    // The enrolment used this step's code; the next step's is within the allowed drift.
+    let code = secret
+        .code_at(now + tessera::mfa::totp::STEP_SECONDS)
+        .unwrap();
+    let done = browser
+        .post(
+            &idp.url("/mfa/totp"),
+            &[
+                ("csrf_token".to_owned(), token(&challenge)),
+                ("code".to_owned(), code),
+            ],
+        )
+        .await;
+    assert_eq!(done.location().as_deref(), Some("/admin"), "{}", done.body);
+    let console = browser.get(&idp.url("/admin")).await;
+    assert_eq!(console.status, StatusCode::OK, "{}", console.body);
+    assert!(console.body.contains("id=\"admin-user\">root<"));
     idp.stop().await;
 }

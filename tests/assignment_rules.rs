@@ -677,8 +677,10 @@ async fn portal_lists_exactly_the_assigned_apps() {
 
     // Removing a rule removes its apps from the portal; a disabled SP is not offered.
     dir.remove_assignment_rule("managers").await.unwrap();
-    let mut settings = SpSettings::default();
-    settings.enabled = false;
+    let settings = SpSettings {
+        enabled: false,
+        ..SpSettings::default()
+    };
     dir.update_sp_settings(&w.hr.entity_id, &settings)
         .await
         .unwrap();
@@ -689,4 +691,268 @@ async fn portal_lists_exactly_the_assigned_apps() {
     let frank = Browser::new();
     frank.sign_in(&w.idp, "frank").await;
     assert!(w.portal(&frank).await.is_empty());
+}
+
+/// Runs the `tessera` binary against the SQLite directory in `dir`.
+fn tessera(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TESSERA_CONFIG")
+        .env(
+            "TESSERA_DATABASE_URL",
+            format!("sqlite://{}", dir.join("t.db").display()),
+        )
+        .env("TESSERA_CERTS_DIR", dir.join("certs"))
+        .env("TESSERA_METADATA_DIR", dir.join("metadata"))
+        .env("TESSERA_DATA_DIR", dir.join("data"))
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let crm = "https://crm.example";
+    let mail = "https://mail.example";
+    {
+        let dir = cheap_directory(&format!("sqlite://{}", d.join("t.db").display())).await;
+        seed(&dir).await;
+        for (name, department) in [("alice", "sales"), ("bob", "Legal")] {
+            dir.create_user(NewUser {
+                username: name.into(),
+                password: common::idp::PASSWORD.into(),
+                department: Some(department.into()),
+                ..NewUser::default()
+            })
+            .await
+            .unwrap();
+        }
+        dir.assign_app("bob", mail).await.unwrap();
+        dir.close().await;
+    }
+
+    let (ok, out) = tessera(
+        d,
+        &[
+            "assignment-rule",
+            "add",
+            "sales",
+            "--when",
+            "department=Sales",
+            "--when",
+            "group=sales-emea",
+            "--any",
+            "--sp",
+            crm,
+            "--sp",
+            mail,
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("department=Sales OR group=sales-emea"),
+        "{out}"
+    );
+
+    // Several --when without --any/--all, an unknown group, an unknown SP: refused, nothing stored.
+    let (ok, out) = tessera(
+        d,
+        &[
+            "assignment-rule",
+            "add",
+            "x",
+            "--when",
+            "department=A",
+            "--when",
+            "role=manager",
+            "--sp",
+            crm,
+        ],
+    );
+    assert!(
+        !ok && out.contains("--any") && out.contains("--all"),
+        "{out}"
+    );
+    let (ok, out) = tessera(
+        d,
+        &[
+            "assignment-rule",
+            "add",
+            "x",
+            "--when",
+            "group=nope",
+            "--sp",
+            crm,
+        ],
+    );
+    assert!(!ok && out.contains("unknown group \"nope\""), "{out}");
+    let (ok, out) = tessera(
+        d,
+        &[
+            "assignment-rule",
+            "add",
+            "x",
+            "--when",
+            "role=manager",
+            "--sp",
+            "https://nope",
+        ],
+    );
+    assert!(
+        !ok && out.contains("unknown service provider \"https://nope\""),
+        "{out}"
+    );
+
+    let (ok, out) = tessera(d, &["assignment-rule", "list"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.trim(),
+        format!("sales\tenabled\tdepartment=Sales OR group=sales-emea\t{crm}, {mail}")
+    );
+    let (_, out) = tessera(d, &["assignment-rule", "apps", "alice"]);
+    assert_eq!(out.trim(), format!("{crm}\trule sales\n{mail}\trule sales"));
+    let (_, out) = tessera(d, &["assignment-rule", "apps", "bob"]);
+    assert_eq!(out.trim(), format!("{mail}\tdirect"));
+
+    let (ok, out) = tessera(d, &["assignment-rule", "disable", "sales"]);
+    assert!(ok, "{out}");
+    let (_, out) = tessera(d, &["assignment-rule", "show", "sales"]);
+    assert!(out.contains("enabled:   false"), "{out}");
+    let (_, out) = tessera(d, &["assignment-rule", "apps", "alice"]);
+    assert_eq!(out.trim(), "");
+    let (ok, out) = tessera(d, &["assignment-rule", "enable", "sales"]);
+    assert!(ok, "{out}");
+    let (ok, out) = tessera(d, &["assignment-rule", "remove", "sales"]);
+    assert!(ok, "{out}");
+    let (ok, out) = tessera(d, &["assignment-rule", "remove", "sales"]);
+    assert!(
+        !ok && out.contains("assignment rule \"sales\" not found"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn declared_rules_are_reconciled_and_kept_apart() {
+    let dir = cheap_directory("sqlite::memory:").await;
+    seed(&dir).await;
+    let crm = "https://crm.example";
+    let mail = "https://mail.example";
+    let cli_rule = rule("by-cli", Condition::any(vec![role("manager")]), &[mail]);
+    dir.add_assignment_rule(&cli_rule).await.unwrap();
+
+    let decls: Vec<policy::AssignmentRuleDecl> = toml::from_str::<BTreeMap<String, Vec<_>>>(
+        r#"
+        [[assignment_rules]]
+        name = "sales"
+        when = ["department=Sales", "group=sales-emea"]
+        match = "any"
+        sps = ["https://crm.example"]
+        "#,
+    )
+    .unwrap()
+    .remove("assignment_rules")
+    .unwrap();
+    let declared = policy::rules_from_declarations(&decls).unwrap();
+    dir.apply_assignment_declarations(&declared).await.unwrap();
+    let sales = dir.get_assignment_rule("sales").await.unwrap().unwrap();
+    assert_eq!(
+        sales.condition.to_string(),
+        "department=Sales OR group=sales-emea"
+    );
+    assert_eq!(
+        dir.assignment_rule_owner("sales").await.unwrap(),
+        Some(tessera::directory::ManagedBy::Config)
+    );
+
+    // Declared rules are changed in the file only; CLI-made ones are not taken over by the file.
+    let e = dir.remove_assignment_rule("sales").await.unwrap_err();
+    assert!(matches!(e, Error::ManagedByConfig(_)), "{e}");
+    assert!(e.to_string().contains("tessera.toml"), "{e}");
+    assert!(matches!(
+        dir.set_assignment_rule_enabled("sales", false).await,
+        Err(Error::ManagedByConfig(_))
+    ));
+    assert!(matches!(
+        dir.update_assignment_rule(&sales).await,
+        Err(Error::ManagedByConfig(_))
+    ));
+    let mut changed = declared.clone();
+    changed[0].targets = vec![mail.to_owned()];
+    let taking_over = vec![changed[0].clone(), cli_rule.clone()];
+    assert!(matches!(
+        dir.apply_assignment_declarations(&taking_over).await,
+        Err(Error::ManagedByCli(_))
+    ));
+    // ... and that failed declaration changed nothing (all or nothing), nor does an unknown group.
+    assert_eq!(
+        dir.get_assignment_rule("sales").await.unwrap().unwrap(),
+        sales
+    );
+    let unknown = vec![rule("sales", Condition::any(vec![group("nope")]), &[crm])];
+    assert!(dir.apply_assignment_declarations(&unknown).await.is_err());
+    assert_eq!(
+        dir.get_assignment_rule("sales").await.unwrap().unwrap(),
+        sales
+    );
+
+    // A changed declaration is applied; a removed one is removed; the CLI rule stays.
+    dir.apply_assignment_declarations(&changed).await.unwrap();
+    assert_eq!(
+        dir.get_assignment_rule("sales")
+            .await
+            .unwrap()
+            .unwrap()
+            .targets,
+        vec![mail.to_owned()]
+    );
+    dir.apply_assignment_declarations(&[]).await.unwrap();
+    let names: Vec<String> = dir
+        .list_assignment_rules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, vec!["by-cli"]);
+
+    // Invalid declarations are refused when the configuration is read, naming the rule.
+    let bad = [
+        (
+            r#"{ name = "x", when = ["a=b", "c=d"], sps = ["s"] }"#,
+            "match = \"any\"",
+        ),
+        (
+            r#"{ name = "x", when = ["group=g"], sps = [] }"#,
+            "grants no",
+        ),
+        (r#"{ name = "x", when = ["a"], sps = ["s"] }"#, "KEY=VALUE"),
+    ];
+    for (decl, message) in bad {
+        let doc = format!("assignment_rules = [{decl}]");
+        let decls = toml::from_str::<BTreeMap<String, Vec<policy::AssignmentRuleDecl>>>(&doc)
+            .unwrap()
+            .remove("assignment_rules")
+            .unwrap();
+        let e = policy::rules_from_declarations(&decls)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(message) && e.contains("\"x\""), "{e}");
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        file.path(),
+        "[[assignment_rules]]\nname = \"x\"\nwhen = [\"a=b\", \"c=d\"]\nsps = [\"s\"]\n",
+    )
+    .unwrap();
+    let e = tessera::config::Config::load(Some(file.path())).unwrap_err();
+    assert!(e.to_string().contains("assignment rule \"x\""), "{e}");
 }

@@ -379,7 +379,7 @@ async fn assign(idp: &TestIdp, policy: SecurityPolicy, user: &str) {
 async fn every_outcome_is_recorded_with_its_reason_location_and_device_and_nothing_secret() {
     let dir = TempDir::new().unwrap();
     let idp = start(&dir, &Store::Memory, |_| {}).await;
-    for user in ["alice", "bob", "carol", "erin", "frank", "kim"] {
+    for user in ["alice", "bob", "carol", "erin", "frank", "kim", "lena"] {
         idp.add_user(user, &[]).await;
     }
     let sp = TestSp::new("app", &idp.idp.metadata_xml, SpOptions::default());
@@ -418,6 +418,17 @@ async fn every_outcome_is_recorded_with_its_reason_location_and_device_and_nothi
         "kim",
     )
     .await;
+    // A second factor for a new device, of a kind that cannot be enrolled here.
+    assign(
+        &idp,
+        SecurityPolicy {
+            mfa_on_new_device_or_country: true,
+            mfa_methods: vec![tessera::policy::MfaMethod::WebAuthn],
+            ..SecurityPolicy::new("keys-when-new")
+        },
+        "lena",
+    )
+    .await;
     let (secret, recovery) = enrol(&idp, "frank").await;
 
     let paris = browser_at("203.0.113.7", CHROME_WINDOWS);
@@ -443,6 +454,8 @@ async fn every_outcome_is_recorded_with_its_reason_location_and_device_and_nothi
     let page = login(&idp, &at_paris(), "erin", PASSWORD).await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
     let page = login(&idp, &at_paris(), "kim", PASSWORD).await;
+    assert!(page.status.is_client_error(), "{}", page.status);
+    let page = login(&idp, &at_paris(), "lena", PASSWORD).await;
     assert!(page.status.is_client_error(), "{}", page.status);
     // App not assigned: bob is signed in, the app is not his.
     let new_york = browser_at("198.51.100.9", FIREFOX_LINUX);
@@ -508,6 +521,12 @@ async fn every_outcome_is_recorded_with_its_reason_location_and_device_and_nothi
     assert_eq!(e.rule.as_deref(), Some("ip rule \"erin-office\""), "{e:?}");
     let e = find(&events, "kim", "policy_not_met");
     assert_eq!(e.rule.as_deref(), Some("keys-only"));
+    let e = find(&events, "lena", "mfa_not_enrolled");
+    assert_eq!(e.rule.as_deref(), Some("keys-when-new"));
+    assert!(e.reason.contains("new country"), "{e:?}");
+    assert!(events
+        .iter()
+        .all(|e| !(e.username == "lena" && e.outcome == "success")));
     let e = find(&events, "bob", "app_not_assigned");
     assert_eq!(e.kind, "sso");
     assert_eq!(
@@ -1249,4 +1268,76 @@ async fn new_country_or_device_is_flagged_and_a_policy_can_require_mfa_for_it() 
     assert_eq!((hugo[0].new_country, hugo[0].new_device), (true, false));
     assert_eq!((hugo[1].new_country, hugo[1].new_device), (true, true));
     idp.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line.
+
+/// Runs `tessera` against the SQLite directory in `dir`; returns stdout, asserting success.
+fn cli(dir: &TempDir, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env(
+            "TESSERA_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("events.db").display()),
+        )
+        .env("TESSERA_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tessera {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_sets_the_new_context_switch_and_lists_and_exports_events() {
+    let dir = TempDir::new().unwrap();
+    let (directory, recorder) = recorder_on(&dir, RecorderSettings::default()).await;
+    for (user, outcome, address) in [
+        ("alice", Outcome::Success, "203.0.113.5"),
+        ("bob", Outcome::WrongPassword, "198.51.100.1"),
+        ("=cmd", Outcome::UnknownUser, "198.51.100.2"),
+    ] {
+        let mut event = LoginEvent::new(Kind::SignIn, outcome, user, ip(address));
+        event.user_id = Some(1);
+        recorder.record(event).await;
+    }
+    recorder.shutdown().await;
+
+    cli(&dir, &["policy", "add", "watchful", "--mfa-on-new-context"]);
+    let (policy, _) = directory.get_policy("watchful").await.unwrap().unwrap();
+    assert!(policy.mfa_on_new_device_or_country);
+    assert!(
+        cli(&dir, &["policy", "list"]).contains("mfa for a sign-in from a new country or device")
+    );
+    cli(
+        &dir,
+        &["policy", "update", "watchful", "--no-mfa-on-new-context"],
+    );
+    let (policy, _) = directory.get_policy("watchful").await.unwrap().unwrap();
+    assert!(!policy.mfa_on_new_device_or_country);
+
+    let listed = cli(&dir, &["events", "list", "--address", "198.51.100.0/24"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed.contains("wrong_password") && listed.contains("US/New York"),
+        "{listed}"
+    );
+    let csv = cli(
+        &dir,
+        &[
+            "events",
+            "export",
+            "--outcome",
+            "unknown_user",
+            "--hours",
+            "1",
+        ],
+    );
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[1].contains(",'=cmd,"), "{csv}");
 }

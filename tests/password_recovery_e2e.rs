@@ -16,7 +16,7 @@ use reqwest::StatusCode;
 use common::idp::{fetch_idp_metadata, Browser, Page, SpOptions, Store, TestIdp, TestSp, PASSWORD};
 use tessera::directory::{Directory, NewUser, PasswordHasher, SpSettings, SECURITY_QUESTIONS};
 use tessera::mfa::MfaActor;
-use tessera::policy::{AssignmentTarget, PolicyAssignment, SecurityPolicy};
+use tessera::policy::{AssignmentTarget, IpRule, PolicyAssignment, RuleScope, SecurityPolicy};
 
 /// A second password that passes every rule.
 const P2: &str = "tangerine kettle orbit 42";
@@ -840,6 +840,34 @@ async fn an_admin_reset_link_is_single_use_and_expires() {
             "{expected}: {events:?}"
         );
     }
+
+    // The IP allowlists apply before the link is spent: a refused address does not burn it.
+    idp.idp
+        .directory
+        .add_ip_rule(&IpRule {
+            name: "hank-office".into(),
+            ranges: vec!["127.0.0.2/32".parse().unwrap()],
+            scope: RuleScope::Users(vec!["hank".into()]),
+        })
+        .await
+        .unwrap();
+    let token = idp
+        .idp
+        .directory
+        .create_reset_token("hank", "root", Duration::from_secs(300))
+        .await
+        .unwrap();
+    let link = idp.url(&format!("/recover/link?token={token}"));
+    let outside = Browser::new();
+    let page = outside.get(&link).await;
+    let refused = post_form(&outside, &idp, &page, "/recover/link", &[("token", &token)]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(idp.idp.directory.reset_token_usable(&token).await.unwrap());
+    let office = Browser::from_address(IpAddr::from([127, 0, 0, 2]));
+    let page = office.get(&link).await;
+    let accepted = post_form(&office, &idp, &page, "/recover/link", &[("token", &token)]).await;
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.body);
+    assert!(accepted.body.contains("name=\"code\""));
 }
 
 /// Asks for a sign-in at `sp` through `idp` with the browser's cookie, without logging in.
@@ -1026,4 +1054,47 @@ async fn credentials_are_stored_the_same_on_sqlite_and_postgres() {
     .await;
     let postgres = common::postgres::TestDatabase::create().await.unwrap();
     credentials_in_the_directory(&postgres.url).await;
+}
+
+#[tokio::test]
+async fn admin_resets_reach_sessions_the_cli_cannot_see() {
+    // Memory sessions live in the server; the CLI only reaches the directory, which every SSO reads.
+    let dir = tempfile::tempdir().unwrap();
+    let idp = TestIdp::start(dir.path(), &Store::Memory).await;
+    let metadata = fetch_idp_metadata(&idp).await;
+    idp.add_user("olga", &[]).await;
+    idp.add_user("pete", &[]).await;
+    let sp = TestSp::new("pwrec-mem", &metadata, SpOptions::default());
+    idp.register(&sp, SpSettings::default(), &["olga", "pete"])
+        .await;
+    let olga = Browser::new();
+    olga.sign_in(&idp, "olga").await;
+    sso(&olga, &idp, &sp).await.saml_response();
+    let pete = Browser::new();
+    pete.sign_in(&idp, "pete").await;
+    sso(&pete, &idp, &sp).await.saml_response();
+    // Revocation is kept in whole seconds: start the resets in the second after the sign-ins.
+    let ms = chrono::Utc::now().timestamp_subsec_millis();
+    tokio::time::sleep(Duration::from_millis(u64::from(1000 - ms.min(999)) + 20)).await;
+
+    let (ok, out) = cli(
+        &idp,
+        &Store::Memory,
+        &["user", "set-password", "olga", "--must-change"],
+        &format!("{P2}\n"),
+    );
+    assert!(ok, "{out}");
+    let page = sso(&olga, &idp, &sp).await;
+    assert!(!page.is_saml_post(), "olga still got an assertion");
+    assert!(page.location().unwrap().starts_with("/login?request="));
+    let (ok, out) = cli(&idp, &Store::Memory, &["user", "reset-mfa", "pete"], "");
+    assert!(ok, "{out}");
+    assert!(!sso(&pete, &idp, &sp).await.is_saml_post());
+    // olga must choose a new password at her next sign-in.
+    let page = login(&Browser::new(), &idp, "olga", P2).await;
+    assert!(page.text().contains("Your password must be changed"));
+    // A new sign-in of pete is a new session and works.
+    let fresh = Browser::new();
+    fresh.sign_in(&idp, "pete").await;
+    sso(&fresh, &idp, &sp).await.saml_response();
 }

@@ -7,6 +7,11 @@
 //! told to answer Success, answer an error status, or hold the connection past the deadline. The
 //! initiating SP's LogoutRequest is built with Tessera's types (samael 0.0.22 writes SessionIndex before
 //! NameID, which the schema forbids) and signed with the SP's own key.
+//!
+//! Front-channel SPs (no SOAP endpoint) answer the Redirect-bound (or POST-bound) LogoutRequest Tessera's
+//! iframe hands them with a signed LogoutResponse back to Tessera's `/saml/slo`, never answer, or sign
+//! with a key not in their metadata. The iframes are driven hop by hop with reqwest, and once in a real
+//! headless Chromium (chromedriver, as in tests/mfa_browser.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -15,8 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::post;
+use axum::extract::{RawQuery, State};
+use axum::http::header::{CONTENT_TYPE, LOCATION};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine as _;
 use chrono::Utc;
@@ -25,8 +32,10 @@ use samael::crypto::{CertificateDer, Crypto, CryptoProvider};
 use samael::traits::ToXml;
 use tempfile::TempDir;
 
-use common::idp::{status_codes, Browser, Page, Store, TestIdp};
+use common::idp::{status_codes, Browser, Page, Store, TestIdp, PASSWORD};
+use common::webdriver::Driver;
 use tessera::directory::{NewServiceProvider, SpSettings};
+use tessera::saml::binding::post::{decode_post, post_form_html};
 use tessera::saml::binding::redirect::{decode_redirect, encode_redirect};
 use tessera::saml::binding::soap::{soap_envelope, unwrap_soap};
 use tessera::saml::binding::{Limits, MessageKind};
@@ -68,8 +77,26 @@ enum Mode {
     WrongKey,
     /// Holds the connection far past the deadline.
     Hang,
-    /// Publishes no SOAP SingleLogoutService at all (front channel only).
+    /// Publishes no SingleLogoutService at all: cannot be signed out from Tessera.
     NoSoap,
+    /// Front channel only (HTTP-Redirect preferred, HTTP-POST too): answers the Redirect-bound
+    /// LogoutRequest with a 302 back to Tessera carrying a signed Success LogoutResponse.
+    FrontOk,
+    /// Front channel only, HTTP-POST only: answers with an auto-submitting form back to Tessera.
+    FrontPost,
+    /// Front channel only: never answers the LogoutRequest.
+    FrontHang,
+    /// Front channel only: answers Success, signed with a key that is not in its metadata.
+    FrontWrongKey,
+}
+
+impl Mode {
+    fn soap(self) -> bool {
+        matches!(
+            self,
+            Mode::Samael | Mode::Success | Mode::Error | Mode::WrongKey | Mode::Hang
+        )
+    }
 }
 
 /// What an SP received on its SOAP endpoint: (NameID, SessionIndexes) per LogoutRequest.
@@ -93,6 +120,10 @@ struct SpState {
     mode: Mode,
     entity_id: String,
     soap_url: String,
+    /// The SP's front-channel SingleLogoutService.
+    slo_url: String,
+    /// Tessera's SLO endpoint, where front-channel answers go.
+    idp_slo_url: String,
     key: SigningKey,
     /// Tessera's signing certificate, as the SP knows it from Tessera's metadata.
     idp_cert: openssl::x509::X509,
@@ -127,26 +158,41 @@ impl Sp {
             mode,
             entity_id: entity_id.clone(),
             soap_url: format!("{base}/slo/soap"),
+            slo_url: format!("{base}/slo"),
+            idp_slo_url: idp.idp.config.slo_url(),
             key: key.clone(),
             idp_cert: idp.idp.keys.current.certificate().clone(),
             received: received.clone(),
         };
         let app = Router::new()
             .route("/slo/soap", post(soap_endpoint))
+            .route(
+                "/slo",
+                get(front_redirect_endpoint).post(front_post_endpoint),
+            )
             .with_state(state);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         let cert = key.certificate_base64().unwrap();
-        let soap = if mode == Mode::NoSoap {
-            String::new()
-        } else {
-            format!(
+        let mut slo = String::new();
+        if mode.soap() {
+            slo.push_str(&format!(
                 r#"<md:SingleLogoutService Binding="{SOAP_BINDING}" Location="{base}/slo/soap"/>"#
-            )
-        };
+            ));
+        }
+        if !matches!(mode, Mode::NoSoap | Mode::FrontPost) {
+            slo.push_str(&format!(
+                r#"<md:SingleLogoutService Binding="{REDIRECT_BINDING}" Location="{base}/slo"/>"#
+            ));
+        }
+        if mode != Mode::NoSoap {
+            slo.push_str(&format!(
+                r#"<md:SingleLogoutService Binding="{POST_BINDING}" Location="{base}/slo"/>"#
+            ));
+        }
         let metadata_xml = format!(
-            r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{entity_id}"><md:SPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>{soap}<md:SingleLogoutService Binding="{REDIRECT_BINDING}" Location="{base}/slo"/><md:SingleLogoutService Binding="{POST_BINDING}" Location="{base}/slo"/><md:AssertionConsumerService Binding="{POST_BINDING}" Location="{base}/acs" index="0"/></md:SPSSODescriptor></md:EntityDescriptor>"#
+            r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{entity_id}"><md:SPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>{slo}<md:AssertionConsumerService Binding="{POST_BINDING}" Location="{base}/acs" index="0"/></md:SPSSODescriptor></md:EntityDescriptor>"#
         );
         Sp {
             entity_id,
@@ -173,7 +219,7 @@ async fn soap_endpoint(State(sp): State<SpState>, body: Bytes) -> (StatusCode, S
             (StatusCode::OK, String::new())
         }
         Mode::Samael => samael_answer(&sp, &body),
-        Mode::Success | Mode::Error | Mode::WrongKey | Mode::NoSoap => tessera_answer(&sp, &body),
+        _ => tessera_answer(&sp, &body),
     }
 }
 
@@ -239,6 +285,105 @@ fn samael_answer(sp: &SpState, body: &[u8]) -> (StatusCode, String) {
             r#"<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Body>{message}</SOAP-ENV:Body></SOAP-ENV:Envelope>"#
         ),
     )
+}
+
+/// The SP's front-channel SingleLogoutService by HTTP-Redirect: checks Tessera's query signature and
+/// answers with a 302 to Tessera's SLO endpoint carrying a signed LogoutResponse (saml-bindings
+/// 3.4.4.1).
+async fn front_redirect_endpoint(State(sp): State<SpState>, RawQuery(query): RawQuery) -> Response {
+    if sp.mode == Mode::FrontHang {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        return (StatusCode::OK, "too late").into_response();
+    }
+    let message =
+        decode_redirect(query.unwrap_or_default().as_bytes(), &Limits::default()).unwrap();
+    assert_eq!(message.kind, MessageKind::Request);
+    let request = sp_context(&sp.slo_url, |ctx| {
+        parse_logout_request(&message.xml, ctx)
+            .unwrap()
+            .verify_redirect(
+                message.signature.as_ref(),
+                &[sp.idp_cert.public_key().unwrap()],
+                false,
+                true,
+            )
+            .expect("Tessera's query signature verifies")
+            .into_message()
+    });
+    let element = front_response(&sp, &request).to_element();
+    let signer = front_signer(&sp);
+    let location = encode_redirect(
+        MessageKind::Response,
+        element.to_xml().as_bytes(),
+        message.relay_state.as_deref(),
+        &sp.idp_slo_url,
+        Some((signer.private_key(), signer.algorithm())),
+    )
+    .unwrap();
+    (StatusCode::FOUND, [(LOCATION, location)]).into_response()
+}
+
+/// The SP's front-channel SingleLogoutService by HTTP-POST: checks Tessera's XML signature and answers
+/// with the auto-submitting form of a signed LogoutResponse (saml-bindings 3.5.4).
+async fn front_post_endpoint(State(sp): State<SpState>, body: Bytes) -> Response {
+    let message = decode_post(&body, &Limits::default()).unwrap();
+    assert_eq!(message.kind, MessageKind::Request);
+    let request = sp_context(&sp.slo_url, |ctx| {
+        parse_logout_request(&message.xml, ctx)
+            .unwrap()
+            .verify_post(
+                &[sp.idp_cert.public_key().unwrap()],
+                &VerifyPolicy { allow_sha1: false },
+                true,
+            )
+            .expect("Tessera's XML signature verifies")
+            .into_message()
+    });
+    let mut element = front_response(&sp, &request).to_element();
+    sign_enveloped(&mut element, &front_signer(&sp)).unwrap();
+    let html = post_form_html(
+        &sp.idp_slo_url,
+        MessageKind::Response,
+        element.to_xml().as_bytes(),
+        message.relay_state.as_deref(),
+    );
+    (StatusCode::OK, [(CONTENT_TYPE, "text/html")], html).into_response()
+}
+
+fn sp_context<T>(destination: &str, f: impl FnOnce(&RequestContext<'_>) -> T) -> T {
+    let destinations = [destination.to_owned()];
+    let ctx = RequestContext {
+        now: Utc::now(),
+        max_clock_skew: chrono::Duration::seconds(60),
+        max_age: chrono::Duration::minutes(5),
+        destinations: &destinations,
+        limits: xml::Limits::default(),
+    };
+    f(&ctx)
+}
+
+/// Records a front-channel LogoutRequest and builds the SP's Success answer to it.
+fn front_response(sp: &SpState, request: &LogoutRequest) -> LogoutResponse {
+    sp.received.lock().unwrap().push((
+        request.name_id.value.clone(),
+        request.session_indexes.clone(),
+    ));
+    LogoutResponse {
+        id: random_id(),
+        in_response_to: Some(request.id.clone()),
+        issue_instant: Utc::now(),
+        issuer: sp.entity_id.clone(),
+        destination: Some(sp.idp_slo_url.clone()),
+        status: Status::success(),
+    }
+}
+
+fn front_signer(sp: &SpState) -> SigningKey {
+    if sp.mode == Mode::FrontWrongKey {
+        key("forger.test")
+    } else {
+        sp.key.clone()
+    }
 }
 
 fn strip_declaration(xml: &str) -> &str {
@@ -900,4 +1045,406 @@ async fn portal_logout_lists_every_app() {
     assert!(legacy.received().is_empty());
     assert!(w.sessions("alice").await.is_empty());
     w.sso_asks_to_log_in(&browser, &alpha).await;
+}
+
+/// The iframe page of a front-channel round, as Tessera rendered it.
+struct FrontRound {
+    /// The iframes' URLs, absolute.
+    frames: Vec<String>,
+    status: String,
+    finish: String,
+    csp: String,
+}
+
+/// An attribute value as askama escapes it, unescaped.
+fn attr(html: &str, name: &str) -> Option<String> {
+    let marker = format!("{name}=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(common::idp::unescape_html(&html[start..end]).replace("&#x2f;", "/"))
+}
+
+impl World {
+    fn front_round(&self, page: &Page) -> FrontRound {
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let frames = page
+            .body
+            .split("<iframe ")
+            .skip(1)
+            .map(|tag| self.idp.url(&attr(tag, "src").unwrap()))
+            .collect();
+        FrontRound {
+            frames,
+            status: self.idp.url(&attr(&page.body, "data-status").unwrap()),
+            finish: self.idp.url(&attr(&page.body, "data-finish").unwrap()),
+            csp: page.headers["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        }
+    }
+
+    /// What the page's script reads: (done, answered, total).
+    async fn front_status(&self, round: &FrontRound) -> (bool, u64, u64) {
+        let page = Browser::new().get(&round.status).await;
+        let json: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+        (
+            json["done"].as_bool().unwrap(),
+            json["answered"].as_u64().unwrap(),
+            json["total"].as_u64().unwrap(),
+        )
+    }
+}
+
+/// Loads one iframe as the browser would, with no Tessera cookie (a cross-site frame has none):
+/// Tessera's redirect or form to the SP, the SP's answer back to Tessera. Returns Tessera's page in the
+/// frame.
+async fn drive_frame(url: String) -> Page {
+    let browser = Browser::new();
+    let first = browser.get(&url).await;
+    if first.status.is_redirection() {
+        let at_sp = browser.get(&first.location().unwrap()).await;
+        assert_eq!(at_sp.status, StatusCode::FOUND, "{}", at_sp.body);
+        browser.get(&at_sp.location().unwrap()).await
+    } else {
+        assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+        let to_sp = vec![(
+            "SAMLRequest".to_owned(),
+            first.field("SAMLRequest").unwrap(),
+        )];
+        let at_sp = browser.post(&first.form_action().unwrap(), &to_sp).await;
+        assert_eq!(at_sp.status, StatusCode::OK, "{}", at_sp.body);
+        let mut back = vec![(
+            "SAMLResponse".to_owned(),
+            at_sp.field("SAMLResponse").unwrap(),
+        )];
+        if let Some(relay) = at_sp.field("RelayState") {
+            back.push(("RelayState".to_owned(), relay));
+        }
+        browser.post(&at_sp.form_action().unwrap(), &back).await
+    }
+}
+
+/// Drives every frame at once, each cut off after the deadline plus a little (a hanging SP's frame
+/// gives None), as the browser's page gives up on them.
+async fn drive_frames(round: &FrontRound) -> Vec<Option<Page>> {
+    let tasks: Vec<_> = round
+        .frames
+        .iter()
+        .map(|url| {
+            tokio::spawn(tokio::time::timeout(
+                Duration::from_millis(SLO_TIMEOUT_MS + 300),
+                drive_frame(url.clone()),
+            ))
+        })
+        .collect();
+    let mut pages = Vec::new();
+    for task in tasks {
+        pages.push(task.await.unwrap().ok());
+    }
+    pages
+}
+
+/// Front channel: two SPs without SOAP (one by HTTP-Redirect, one by HTTP-POST) are told through iframes
+/// after the back channel; the session ends before the round; when both confirm, the initiator hears
+/// Success, and the finish step works once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_channel_all_confirm() {
+    let w = World::new(&Store::redis("slo_front_all").await).await;
+    let alpha = w.sp("alpha", Mode::Samael).await;
+    let front = w.sp("front", Mode::FrontOk).await;
+    let posty = w.sp("posty", Mode::FrontPost).await;
+    let gamma = w.sp("gamma", Mode::Success).await;
+    let browser = Browser::new();
+    browser.sign_in(&w.idp, "alice").await;
+    for sp in [&alpha, &front, &posty, &gamma] {
+        w.sso(&browser, sp).await;
+    }
+    let at_front = w.participant("alice", &front).await;
+    let at_posty = w.participant("alice", &posty).await;
+    let at_gamma = w.participant("alice", &gamma).await;
+
+    let request = w.logout_request(&gamma, &at_gamma, &at_gamma.session_index);
+    let page = browser.get(&w.redirect_url(&request, &gamma.key)).await;
+    let round = w.front_round(&page);
+    // The session ended before the round, and the back channel is done.
+    assert!(w.sessions("alice").await.is_empty());
+    assert!(!w.signed_in(&browser).await);
+    assert_eq!(alpha.received().len(), 1);
+    assert!(front.received().is_empty());
+    assert_eq!(round.frames.len(), 2);
+    // Frames may show Tessera and the two front-channel SPs' origins, nothing else.
+    assert!(
+        round
+            .csp
+            .contains(&format!("frame-src 'self' {} {};", front.base, posty.base)),
+        "{}",
+        round.csp
+    );
+    assert!(!round.csp.contains(&alpha.base), "{}", round.csp);
+    assert!(
+        round.csp.contains("frame-ancestors 'none'"),
+        "{}",
+        round.csp
+    );
+    assert_eq!(w.front_status(&round).await, (false, 0, 2));
+
+    for done in drive_frames(&round).await {
+        let done = done.expect("frame finished");
+        assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+        assert!(done.text().contains(": signed out"), "{}", done.body);
+        assert!(done.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'self'"));
+    }
+    assert_eq!(
+        front.received(),
+        vec![(
+            at_front.name_id.clone(),
+            vec![at_front.session_index.clone()]
+        )]
+    );
+    assert_eq!(
+        posty.received(),
+        vec![(
+            at_posty.name_id.clone(),
+            vec![at_posty.session_index.clone()]
+        )]
+    );
+    assert_eq!(w.front_status(&round).await, (true, 2, 2));
+
+    let finish = browser.get(&round.finish).await;
+    let xml = w.redirect_response(&finish, &gamma, &request.id);
+    assert_eq!(status_codes(&xml), vec![SUCCESS.to_owned()], "{xml}");
+    // Single use: a second finish answers nothing, and the frames are gone.
+    let again = browser.get(&round.finish).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "{}", again.body);
+    let frame = Browser::new().get(&round.frames[0]).await;
+    assert_eq!(frame.status, StatusCode::NOT_FOUND, "{}", frame.body);
+}
+
+/// Front channel with one SP that never answers and one whose answer is signed with the wrong key, and
+/// a LogoutResponse answering no request of ours: neither counts, the round ends at the deadline, and
+/// the initiator (by HTTP-POST) hears Success + PartialLogout (saml-core 3.7.3.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_channel_hang_and_forgery_partial() {
+    let w = World::new(&Store::Memory).await;
+    let good = w.sp("good", Mode::FrontOk).await;
+    let hanging = w.sp("hanging", Mode::FrontHang).await;
+    let forged = w.sp("forged", Mode::FrontWrongKey).await;
+    let gamma = w.sp("gamma", Mode::Success).await;
+    let browser = Browser::new();
+    browser.sign_in(&w.idp, "alice").await;
+    for sp in [&good, &hanging, &forged, &gamma] {
+        w.sso(&browser, sp).await;
+    }
+    let at_gamma = w.participant("alice", &gamma).await;
+    let request = w.logout_request(&gamma, &at_gamma, &at_gamma.session_index);
+    let started = Instant::now();
+    let page = browser
+        .post(&w.slo_url(), &w.post_form(&request, &gamma.key))
+        .await;
+    let round = w.front_round(&page);
+    assert!(w.sessions("alice").await.is_empty());
+    assert_eq!(round.frames.len(), 3);
+
+    let pages = drive_frames(&round).await;
+    let good_page = pages[0].as_ref().unwrap();
+    assert!(
+        good_page.text().contains("App good: signed out"),
+        "{}",
+        good_page.body
+    );
+    assert!(pages[1].is_none(), "the hanging SP answered");
+    let forged_page = pages[2].as_ref().unwrap();
+    assert_eq!(forged_page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        forged_page.text().contains("not accepted"),
+        "{}",
+        forged_page.body
+    );
+    assert_eq!(forged.received().len(), 1);
+
+    // A LogoutResponse with good's valid signature but an InResponseTo we never sent counts for nothing.
+    let stray = LogoutResponse {
+        id: random_id(),
+        in_response_to: Some(random_id()),
+        issue_instant: Utc::now(),
+        issuer: good.entity_id.clone(),
+        destination: Some(w.slo_url()),
+        status: Status::success(),
+    };
+    let url = encode_redirect(
+        MessageKind::Response,
+        stray.to_element().to_xml().as_bytes(),
+        None,
+        &w.slo_url(),
+        Some((good.key.private_key(), good.key.algorithm())),
+    )
+    .unwrap();
+    let refused = Browser::new().get(&url).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    // good's validly signed answer to the request sent to the hanging SP: not good's to give.
+    let to_hanging = Browser::new().get(&round.frames[1]).await;
+    let location = to_hanging.location().unwrap();
+    let (_, query) = location.split_once('?').unwrap();
+    let sent = decode_redirect(query.as_bytes(), &Limits::default()).unwrap();
+    let hanging_request_id = sp_context(&format!("{}/slo", hanging.base), |ctx| {
+        parse_logout_request(&sent.xml, ctx)
+            .unwrap()
+            .id()
+            .to_owned()
+    });
+    let cross = LogoutResponse {
+        in_response_to: Some(hanging_request_id),
+        ..stray
+    };
+    let url = encode_redirect(
+        MessageKind::Response,
+        cross.to_element().to_xml().as_bytes(),
+        None,
+        &w.slo_url(),
+        Some((good.key.private_key(), good.key.algorithm())),
+    )
+    .unwrap();
+    let refused = Browser::new().get(&url).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+
+    // Only good's answer counts; the page may move on once the deadline passed.
+    let (_, answered, total) = w.front_status(&round).await;
+    assert_eq!((answered, total), (1, 3));
+    let done_at = loop {
+        let (done, _, _) = w.front_status(&round).await;
+        if done {
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_millis(SLO_TIMEOUT_MS + 3000));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        done_at >= Duration::from_millis(SLO_TIMEOUT_MS - 50),
+        "{done_at:?}"
+    );
+
+    let finish = browser.get(&round.finish).await;
+    let xml = w.post_response(&finish, &gamma, &request.id);
+    assert_eq!(
+        status_codes(&xml),
+        vec![SUCCESS.to_owned(), PARTIAL.to_owned()],
+        "{xml}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(SLO_TIMEOUT_MS + 3000),
+        "{took:?}"
+    );
+    let again = browser.get(&round.finish).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "{}", again.body);
+}
+
+/// Portal sign-out with front-channel SPs: the signed-out page (after the round) says which app
+/// confirmed, which failed, and which has no SingleLogoutService at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_front_channel_lists_results() {
+    let w = World::new(&Store::Memory).await;
+    let good = w.sp("good", Mode::FrontOk).await;
+    let forged = w.sp("forged", Mode::FrontWrongKey).await;
+    let legacy = w.sp("legacy", Mode::NoSoap).await;
+    let browser = Browser::new();
+    browser.sign_in(&w.idp, "alice").await;
+    for sp in [&good, &forged, &legacy] {
+        w.sso(&browser, sp).await;
+    }
+    let apps = browser.get(&w.idp.url("/apps")).await;
+    let csrf = apps.field("csrf_token").unwrap();
+    let page = browser
+        .post(&w.idp.url("/logout"), &[("csrf_token".to_owned(), csrf)])
+        .await;
+    let round = w.front_round(&page);
+    assert_eq!(round.frames.len(), 2);
+    assert!(w.sessions("alice").await.is_empty());
+    drive_frames(&round).await;
+    assert_eq!(w.front_status(&round).await, (false, 1, 2));
+
+    let page = browser.get(&round.finish).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let text = page.text();
+    for (sp, note) in [
+        (&good, "signed out"),
+        (
+            &forged,
+            "sign-out failed: close your browser or sign out there",
+        ),
+        (
+            &legacy,
+            "not signed out: close your browser or sign out there",
+        ),
+    ] {
+        let line = format!("<strong>{}</strong>: {note}</li>", sp.display_name);
+        assert!(text.contains(&line), "missing {line:?} in {text}");
+    }
+    w.sso_asks_to_log_in(&browser, &good).await;
+}
+
+/// The front-channel page in a real browser (headless Chromium): portal sign-out loads one iframe per
+/// SP (by HTTP-Redirect and by HTTP-POST, the Content-Security-Policy allowing their origins), the
+/// page's script notices the answers, stops waiting for the SP that never answers at the deadline, and
+/// lands on the signed-out page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_channel_in_chromium() {
+    let w = World::new(&Store::Memory).await;
+    let good = w.sp("good", Mode::FrontOk).await;
+    let posty = w.sp("posty", Mode::FrontPost).await;
+    let hanging = w.sp("hanging", Mode::FrontHang).await;
+
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let chromium = driver.session(profile.path()).await;
+    chromium.goto(&w.idp.url("/login")).await;
+    chromium.type_into("#username", "alice").await;
+    chromium.type_into("#password", PASSWORD).await;
+    chromium
+        .click("form[action='/login'] button[type=submit]")
+        .await;
+    chromium.find("form[action='/logout'] button").await;
+    for sp in [&good, &posty, &hanging] {
+        let url = w.idp.url(&format!(
+            "/saml/init?sp={}",
+            url::form_urlencoded::byte_serialize(sp.entity_id.as_bytes()).collect::<String>()
+        ));
+        chromium.goto(&url).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.sessions("alice").await.first().map_or(0, Vec::len) < 3 {
+        assert!(Instant::now() < deadline, "SSO did not happen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    chromium.goto(&w.idp.url("/apps")).await;
+    let started = Instant::now();
+    chromium.click("form[action='/logout'] button").await;
+    chromium.find("ul.slo li.slo-open").await;
+    let took = started.elapsed();
+    assert!(chromium.url().await.ends_with("/finish"));
+    let source = chromium.source().await;
+    for (sp, note) in [
+        (&good, "signed out"),
+        (&posty, "signed out"),
+        (
+            &hanging,
+            "sign-out failed: close your browser or sign out there",
+        ),
+    ] {
+        let line = format!("<strong>{}</strong>: {note}</li>", sp.display_name);
+        assert!(source.contains(&line), "missing {line:?} in {source}");
+    }
+    assert_eq!(good.received().len(), 1);
+    assert_eq!(posty.received().len(), 1);
+    assert!(w.sessions("alice").await.is_empty());
+    assert!(
+        took >= Duration::from_millis(SLO_TIMEOUT_MS - 50) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    chromium.quit().await;
 }

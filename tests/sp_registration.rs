@@ -863,6 +863,22 @@ async fn cli_adds_from_a_url_sets_settings_whole_and_refreshes() {
     ]))
     .await;
     assert!(add.status.success(), "{}", text(&add));
+    // An uploaded file can be checked against a pin as well.
+    std::fs::write(path.join("unsigned.xml"), plain()).unwrap();
+    let unsigned = run(args(&[
+        "sp",
+        "add",
+        "unsigned.xml",
+        "--pin-cert",
+        "federation.pem",
+    ]))
+    .await;
+    assert!(!unsigned.status.success());
+    assert!(
+        text(&unsigned).contains("metadata signature: document is not signed"),
+        "{}",
+        text(&unsigned)
+    );
 
     let set = run(args(&[
         "sp",

@@ -20,6 +20,9 @@ use crate::web::{client_ip, cookie, current_session, AppState, CSRF_COOKIE};
 /// The header a browser session sends on every change, equal to the CSRF cookie (double submit).
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
+/// A token's `last_used` is rewritten at most this often (a write per request would be wasted).
+const TOUCH_INTERVAL_SECS: i64 = 60;
+
 /// How the actor authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
@@ -94,6 +97,8 @@ impl FromRequestParts<AppState> for Actor {
             .unwrap_or("")
             .to_owned();
         let user_agent = user_agent.as_str();
+        // When the token was last used, so `last_used` is written at most once a minute.
+        let mut last_used = None;
         let (user, via) = match parts.headers.get(header::AUTHORIZATION) {
             Some(value) => {
                 let token = value
@@ -108,6 +113,7 @@ impl FromRequestParts<AppState> for Actor {
                         )
                     })?;
                 let token = token_of(idp, token, ip, user_agent).await?;
+                last_used = Some(token.last_used.unwrap_or(0));
                 if token.scope == TokenScope::Read && !reading {
                     return Err(ApiError::new(
                         StatusCode::FORBIDDEN,
@@ -185,8 +191,10 @@ impl FromRequestParts<AppState> for Actor {
                 "This account holds no admin role",
             ));
         }
-        if let Via::Token { id, .. } = via {
-            idp.directory.touch_api_token(id).await?;
+        if let (Via::Token { id, .. }, Some(last)) = (&via, last_used) {
+            if chrono::Utc::now().timestamp() - last >= TOUCH_INTERVAL_SECS {
+                idp.directory.touch_api_token(*id).await?;
+            }
         }
         Ok(Actor {
             user,
@@ -294,6 +302,9 @@ pub enum Action<'a> {
     OthersToken(&'a ApiToken),
     /// Read the admin audit trail.
     ReadAudit,
+    /// Read the login events and the monitoring dashboard (app admins: only their SPs' events;
+    /// helpdesk: not at all, the events show every user's addresses and devices).
+    ReadLogins,
 }
 
 /// The permission matrix (docs/admin-api.md has it as a table). `Ok` when `actor` may do `action`.
@@ -325,6 +336,7 @@ pub async fn authorize(idp: &AppState, actor: &Actor, action: Action<'_>) -> Res
         Action::ListSps => true,
         Action::ReadSp(sp) | Action::ManageSp(sp) => sup || org || actor.app_sps().contains(&sp),
         Action::CreateOrDeleteSp | Action::ReadGrants | Action::ReadAudit => sup || org,
+        Action::ReadLogins => sup || org || !actor.app_sps().is_empty(),
         Action::Grant { target, role } => {
             // An admin never changes their own rights upwards (nor sideways: any grant to oneself).
             if target.id == actor.user.id {

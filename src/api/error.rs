@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use crate::directory;
 use crate::idp::SsoError;
+use crate::sp_registration::RegistrationError;
 
 /// The body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -184,6 +185,26 @@ impl From<crate::mfa::Error> for ApiError {
 impl From<crate::policy::Error> for ApiError {
     fn from(e: crate::policy::Error) -> Self {
         Self::invalid(e.to_string())
+    }
+}
+
+impl From<RegistrationError> for ApiError {
+    /// Metadata the admin pointed at: a URL that cannot be fetched is 502 (the SP's server failed, not
+    /// the request); a URL, pin or document Tessera refuses is 422. The message names the URL and the
+    /// reason, which the admin needs to fix it and which says nothing about Tessera's own internals.
+    fn from(e: RegistrationError) -> Self {
+        use RegistrationError::*;
+        match e {
+            Directory(d) => d.into(),
+            NoSource(_) => Self::conflict("no_source", e.to_string()),
+            Timeout { .. } | TooLarge { .. } | Status { .. } | Fetch { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, "fetch_failed", e.to_string())
+            }
+            BadUrl { .. } | NotUtf8 | PinnedCertificate | EntityMissing(_) => {
+                Self::invalid(e.to_string())
+            }
+            Metadata(_) => Self::invalid(format!("metadata refused: {e}")),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{authorize, Action, Actor};
-use super::users::user_named;
+use super::users::visible_user;
 use super::{audit, no_content, ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, NOTHING};
 use crate::directory::{AdminGrant, AdminRole, ApiToken, TokenScope};
 use crate::policy::IpRange;
@@ -165,7 +165,7 @@ async fn create_grant(
     ApiJson(body): ApiJson<GrantIn>,
 ) -> Result<(StatusCode, ApiJson<GrantOut>), ApiError> {
     let role: AdminRole = body.role.parse().map_err(ApiError::invalid)?;
-    let target = user_named(&idp, &body.username).await?;
+    let target = visible_user(&idp, &actor, &body.username).await?;
     authorize(
         &idp,
         &actor,

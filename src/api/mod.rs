@@ -13,6 +13,7 @@ mod assignment_rules;
 pub mod auth;
 pub mod error;
 mod grants;
+pub mod logins;
 mod policy;
 mod sps;
 mod users;
@@ -73,6 +74,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(policy::routes())
         .merge(assignment_rules::routes())
         .merge(sps::routes())
+        .merge(logins::routes())
 }
 
 /// The OpenAPI document of every route of [`router`].

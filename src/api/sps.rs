@@ -1,5 +1,6 @@
-//! Service providers: registration from metadata, settings, metadata replacement, enabling, removal
-//! and direct assignment to users. App admins reach only the SPs granted to them.
+//! Service providers: registration from metadata or from a metadata URL, settings, profile (name,
+//! logo, metadata source), metadata replacement and refresh, enabling, removal and direct assignment
+//! to users. App admins reach only the SPs granted to them.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,17 +13,23 @@ use utoipa_axum::routes;
 use super::auth::{authorize, Action, Actor};
 use super::users::{user_named, user_out, UserOut};
 use super::{audit, no_content, ApiError, ApiJson, ApiPath, ErrorBody, NOTHING};
-use crate::directory::{AttributeRelease, NewServiceProvider, ServiceProvider, SpSettings};
+use crate::directory::{
+    AttributeRelease, MetadataSource, NewServiceProvider, ServiceProvider, SpProfile, SpSettings,
+};
 use crate::policy::{IpRange, Requirement, SpRequirement};
 use crate::saml::metadata::parse_sp_metadata;
+use crate::sp_registration::{self, FetchLimits, RefreshOutcome, UrlRegistration};
 use crate::web::AppState;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_sps, register_sp))
+        .routes(routes!(register_sp_from_url))
         .routes(routes!(get_sp, delete_sp))
         .routes(routes!(update_settings))
         .routes(routes!(replace_metadata))
+        .routes(routes!(update_profile))
+        .routes(routes!(refresh_metadata))
         .routes(routes!(enable_sp))
         .routes(routes!(disable_sp))
         .routes(routes!(list_sp_users))
@@ -30,17 +37,23 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_access, set_access))
 }
 
-/// One attribute released to an SP.
+/// One attribute released to an SP: the values of a user attribute, or fixed values.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseIo {
-    /// The user attribute (`email`, `display_name`, `groups`, an extra attribute, ...).
+    /// The user attribute (`email`, `display_name`, an extra attribute, ...); `groups` and `roles`
+    /// send the names of the user's groups or roles as one multi-valued attribute. Empty (or left
+    /// out) when the rule sends `static_values`.
+    #[serde(default)]
     pub user_attribute: String,
     /// The SAML attribute Name.
     pub saml_name: String,
     /// The NameFormat URI; default `urn:oasis:names:tc:SAML:2.0:attrname-format:uri`.
     pub name_format: Option<String>,
     pub friendly_name: Option<String>,
+    /// Fixed values sent to every user of the SP (e.g. a tenant name) instead of a user attribute.
+    #[serde(default)]
+    pub static_values: Vec<String>,
 }
 
 /// How Tessera treats an SP; a PUT replaces all of it (left-out settings get the defaults).
@@ -74,6 +87,7 @@ impl SettingsIo {
                         a.name_format = f.clone();
                     }
                     a.friendly_name = r.friendly_name.clone();
+                    a.static_values = r.static_values.clone();
                     a
                 })
                 .collect(),
@@ -97,6 +111,7 @@ impl SettingsIo {
                     saml_name: r.saml_name.clone(),
                     name_format: Some(r.name_format.clone()),
                     friendly_name: r.friendly_name.clone(),
+                    static_values: r.static_values.clone(),
                 })
                 .collect(),
             sign_assertion: Some(s.sign_assertion),
@@ -108,12 +123,61 @@ impl SettingsIo {
     }
 }
 
+/// Where the metadata of an SP registered from a URL comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceIo {
+    /// The http(s) URL the metadata is fetched from (plain http only from the loopback, or with a
+    /// pinned certificate).
+    pub metadata_url: String,
+    /// PEM certificate whose key must have signed the metadata (saml-metadata 3.1); `null`: the
+    /// metadata is taken unsigned.
+    pub pinned_cert_pem: Option<String>,
+    /// Seconds between scheduled refreshes (at least 60); `null`: refreshed only on request.
+    pub refresh_secs: Option<i64>,
+}
+
+impl SourceIo {
+    fn of(s: &MetadataSource) -> Self {
+        SourceIo {
+            metadata_url: s.url.clone(),
+            pinned_cert_pem: s.pinned_cert.clone(),
+            refresh_secs: s.refresh_secs,
+        }
+    }
+
+    fn to_source(&self) -> MetadataSource {
+        MetadataSource {
+            url: self.metadata_url.clone(),
+            pinned_cert: self.pinned_cert_pem.clone(),
+            refresh_secs: self.refresh_secs,
+        }
+    }
+}
+
+/// What the last metadata refreshes of an SP did (all `null` until the first one).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefreshIo {
+    /// The last attempt, unix seconds.
+    pub last_attempt_at: Option<i64>,
+    /// The last successful attempt, unix seconds.
+    pub last_success_at: Option<i64>,
+    /// Why the last attempt failed (`null` when it succeeded); the last good metadata stays in use.
+    pub last_error: Option<String>,
+}
+
 /// A registered SP.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SpOut {
     pub id: i64,
     pub entity_id: String,
     pub display_name: String,
+    /// Logo shown on the portal (an https URL).
+    pub logo_url: Option<String>,
+    /// Where the metadata is fetched from; `null` for metadata given as a document.
+    pub source: Option<SourceIo>,
+    /// What the last refreshes from `source` did.
+    pub refresh: RefreshIo,
     pub settings: SettingsIo,
     /// The metadata document (in single-SP answers only).
     pub metadata_xml: Option<String>,
@@ -128,6 +192,13 @@ fn sp_out(sp: &ServiceProvider, with_metadata: bool) -> SpOut {
         id: sp.id,
         entity_id: sp.entity_id.clone(),
         display_name: sp.display_name.clone(),
+        logo_url: sp.logo_url.clone(),
+        source: sp.source.as_ref().map(SourceIo::of),
+        refresh: RefreshIo {
+            last_attempt_at: sp.refresh.last_attempt_at,
+            last_success_at: sp.refresh.last_success_at,
+            last_error: sp.refresh.last_error.clone(),
+        },
         settings: SettingsIo::of(&sp.settings),
         metadata_xml: with_metadata.then(|| sp.metadata_xml.clone()),
         created_at: sp.created_at,
@@ -144,6 +215,47 @@ pub struct NewSpIn {
     /// Name shown to users; default the entityID.
     pub display_name: Option<String>,
     pub settings: Option<SettingsIo>,
+}
+
+/// An SP to register from its metadata URL (as `tessera sp add URL`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSpFromUrlIn {
+    /// The http(s) URL of the metadata; plain http only from the loopback or with `pinned_cert_pem`.
+    pub metadata_url: String,
+    /// Name shown to users; default the entityID.
+    pub display_name: Option<String>,
+    /// Logo shown on the portal (an absolute https URL).
+    pub logo_url: Option<String>,
+    /// PEM certificate whose key must have signed the metadata (saml-metadata 3.1).
+    pub pinned_cert_pem: Option<String>,
+    /// Seconds between scheduled refreshes (at least 60); left out: refreshed only on request.
+    pub refresh_secs: Option<i64>,
+}
+
+/// An SP's name, logo and metadata source; a PUT replaces all three (a left-out logo or source is
+/// removed). Settings are changed with `PUT /sps/{id}/settings`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileIn {
+    /// Name shown to users.
+    pub display_name: String,
+    /// Logo shown on the portal (an absolute https URL); `null` removes it.
+    pub logo_url: Option<String>,
+    /// Where the metadata is fetched from; `null` keeps the stored metadata and stops refreshing. A
+    /// new URL or pinned certificate is fetched and checked before anything is stored.
+    pub source: Option<SourceIo>,
+}
+
+/// What `POST /sps/{id}/refresh` did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefreshOut {
+    /// `replaced` (the metadata changed), `unchanged`, or `failed` (the last good metadata stays).
+    pub outcome: &'static str,
+    /// Why the refresh failed (`null` when it succeeded).
+    pub last_error: Option<String>,
+    /// The SP after the refresh.
+    pub sp: SpOut,
 }
 
 /// Replacement metadata; its entityID must stay the same.
@@ -226,6 +338,46 @@ async fn register_sp(
     let out = sp_out(&sp, false);
     audit(&idp, &actor, "sp.create", &target(&sp), NOTHING, Some(&out)).await?;
     Ok((StatusCode::CREATED, ApiJson(sp_out(&sp, true))))
+}
+
+#[utoipa::path(post, path = "/api/v1/sps/from-url", tag = "service providers",
+    request_body = NewSpFromUrlIn,
+    responses((status = 201, body = [SpOut]), (status = 502, body = ErrorBody),
+        (status = "4XX", body = ErrorBody)))]
+/// Registers the SPs described by the metadata at a URL (checked against the pinned certificate when
+/// one is given), remembering the URL for refreshes. 502 when the URL cannot be fetched.
+async fn register_sp_from_url(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<NewSpFromUrlIn>,
+) -> Result<(StatusCode, ApiJson<Vec<SpOut>>), ApiError> {
+    authorize(&idp, &actor, Action::CreateOrDeleteSp).await?;
+    let registration = UrlRegistration {
+        url: body.metadata_url,
+        display_name: body.display_name,
+        logo_url: body.logo_url,
+        pinned_cert: body.pinned_cert_pem,
+        refresh_secs: body.refresh_secs,
+    };
+    let sps = sp_registration::register_from_url(
+        &idp.directory,
+        &registration,
+        &fetch_limits(&idp),
+        Utc::now(),
+    )
+    .await?;
+    let mut out = Vec::new();
+    for sp in &sps {
+        let created = sp_out(sp, false);
+        audit(&idp, &actor, "sp.create", &target(sp), NOTHING, Some(&created)).await?;
+        out.push(created);
+    }
+    Ok((StatusCode::CREATED, ApiJson(out)))
+}
+
+/// The configured bounds of a metadata fetch (`[sp_metadata]`).
+fn fetch_limits(idp: &AppState) -> FetchLimits {
+    FetchLimits::from_config(&idp.config.sp_metadata)
 }
 
 #[utoipa::path(get, path = "/api/v1/sps/{id}", tag = "service providers",
@@ -333,6 +485,92 @@ async fn replace_metadata(
     )
     .await?;
     Ok(ApiJson(sp_out(&updated, true)))
+}
+
+#[utoipa::path(put, path = "/api/v1/sps/{id}/profile", tag = "service providers",
+    params(("id" = i64, Path)), request_body = ProfileIn,
+    responses((status = 200, body = SpOut), (status = 502, body = ErrorBody),
+        (status = "4XX", body = ErrorBody)))]
+/// Replaces an SP's display name, logo and metadata source at once (`sp_registration::update_sp`):
+/// a new URL or pinned certificate is fetched and checked first, and nothing changes when that fails.
+async fn update_profile(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<ProfileIn>,
+) -> Result<ApiJson<SpOut>, ApiError> {
+    let sp = sp_by_id(&idp, id).await?;
+    authorize(&idp, &actor, Action::ManageSp(&sp.entity_id)).await?;
+    let profile = SpProfile {
+        display_name: body.display_name,
+        logo_url: body.logo_url,
+        source: body.source.as_ref().map(SourceIo::to_source),
+        ..SpProfile::of(&sp)
+    };
+    let updated = sp_registration::update_sp(
+        &idp.directory,
+        &sp.entity_id,
+        &profile,
+        &fetch_limits(&idp),
+        Utc::now(),
+    )
+    .await?;
+    // The metadata is in the record only when the new source replaced it.
+    let with_metadata = updated.metadata_xml != sp.metadata_xml;
+    let (before, after) = (sp_out(&sp, with_metadata), sp_out(&updated, with_metadata));
+    audit(
+        &idp,
+        &actor,
+        "sp.profile",
+        &target(&sp),
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    Ok(ApiJson(sp_out(&updated, true)))
+}
+
+#[utoipa::path(post, path = "/api/v1/sps/{id}/refresh", tag = "service providers",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = RefreshOut), (status = "4XX", body = ErrorBody)))]
+/// Refreshes an SP's metadata from its URL now. A failed fetch or check is an answer too (`outcome`
+/// `failed` with the reason): it is recorded on the SP, whose last good metadata stays in use. 409
+/// `no_source` for an SP whose metadata was not registered from a URL.
+async fn refresh_metadata(
+    State(idp): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<ApiJson<RefreshOut>, ApiError> {
+    let sp = sp_by_id(&idp, id).await?;
+    authorize(&idp, &actor, Action::ManageSp(&sp.entity_id)).await?;
+    let outcome = match idp.refresh_sp_metadata(&sp.entity_id).await {
+        Ok(RefreshOutcome::Replaced) => "replaced",
+        Ok(RefreshOutcome::Unchanged) => "unchanged",
+        // Nothing was attempted or recorded: these are errors of the request, not of the refresh.
+        Err(
+            e @ (sp_registration::RegistrationError::NoSource(_)
+            | sp_registration::RegistrationError::Directory(_)),
+        ) => return Err(e.into()),
+        // Recorded on the SP by `refresh_sp` (and logged there).
+        Err(_) => "failed",
+    };
+    let updated = sp_by_id(&idp, id).await?;
+    let with_metadata = updated.metadata_xml != sp.metadata_xml;
+    let (before, after) = (sp_out(&sp, with_metadata), sp_out(&updated, with_metadata));
+    audit(
+        &idp,
+        &actor,
+        "sp.refresh",
+        &target(&sp),
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    Ok(ApiJson(RefreshOut {
+        outcome,
+        last_error: updated.refresh.last_error.clone(),
+        sp: sp_out(&updated, false),
+    }))
 }
 
 async fn set_enabled(

@@ -156,6 +156,27 @@ pub(super) async fn user_named(idp: &AppState, username: &str) -> Result<User, A
         .ok_or_else(|| ApiError::not_found("user", username))
 }
 
+/// The user named `username` as `actor` may see them: for an admin who does not see every user (an
+/// app admin), a user outside their SPs is answered exactly like a user who does not exist (404), so
+/// the API does not tell which usernames exist. Handlers call this before [`authorize`], which then
+/// decides what the actor may do to a user they can see.
+pub(super) async fn visible_user(
+    idp: &AppState,
+    actor: &Actor,
+    username: &str,
+) -> Result<User, ApiError> {
+    let hidden = || ApiError::not_found("user", username);
+    let user = idp
+        .directory
+        .get_user_by_username(username)
+        .await?
+        .ok_or_else(hidden)?;
+    if !actor.sees_all_users() && authorize(idp, actor, Action::ReadUser(&user)).await.is_err() {
+        return Err(hidden());
+    }
+    Ok(user)
+}
+
 pub(super) async fn user_out(idp: &AppState, user: User) -> Result<UserOut, ApiError> {
     let groups = idp.directory.groups_of(&user.username).await?;
     let roles = idp.directory.roles_of(&user.username).await?;
@@ -298,7 +319,7 @@ async fn get_user(
     actor: Actor,
     ApiPath(username): ApiPath<String>,
 ) -> Result<ApiJson<UserOut>, ApiError> {
-    let user = user_named(&idp, &username).await?;
+    let user = visible_user(&idp, &actor, &username).await?;
     authorize(&idp, &actor, Action::ReadUser(&user)).await?;
     Ok(ApiJson(user_out(&idp, user).await?))
 }
@@ -313,7 +334,7 @@ async fn update_user(
     ApiPath(username): ApiPath<String>,
     ApiJson(body): ApiJson<ProfileIn>,
 ) -> Result<ApiJson<UserOut>, ApiError> {
-    let user = user_named(&idp, &username).await?;
+    let user = visible_user(&idp, &actor, &username).await?;
     authorize(&idp, &actor, Action::ManageUser(&user)).await?;
     let before = user_out(&idp, user).await?;
     let updated = idp
@@ -350,7 +371,7 @@ async fn delete_user(
     actor: Actor,
     ApiPath(username): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let user = user_named(&idp, &username).await?;
+    let user = visible_user(&idp, &actor, &username).await?;
     authorize(&idp, &actor, Action::ManageUser(&user)).await?;
     if user.id == actor.user.id {
         return Err(ApiError::conflict(
@@ -379,7 +400,7 @@ async fn set_status(
     username: String,
     status: UserStatus,
 ) -> Result<ApiJson<UserOut>, ApiError> {
-    let user = user_named(&idp, &username).await?;
+    let user = visible_user(&idp, &actor, &username).await?;
     authorize(&idp, &actor, Action::ManageUser(&user)).await?;
     if user.id == actor.user.id && status == UserStatus::Disabled {
         return Err(ApiError::conflict(
@@ -444,7 +465,7 @@ async fn reset_password(
     ApiPath(username): ApiPath<String>,
     ApiJson(body): ApiJson<PasswordResetIn>,
 ) -> Result<ApiJson<PasswordResetOut>, ApiError> {
-    let user = user_named(&idp, &username).await?;
+    let user = visible_user(&idp, &actor, &username).await?;
     authorize(&idp, &actor, Action::SupportUser(&user)).await?;
     let (password, one_time) = match body.password {
         Some(p) => (p, None),
@@ -478,7 +499,7 @@ async fn reset_mfa(
     actor: Actor,
     ApiPath(username): ApiPath<String>,
 ) -> Result<ApiJson<MfaResetOut>, ApiError> {
-    let user = user_named(&idp, &username).await?;
+    let user = visible_user(&idp, &actor, &username).await?;
     authorize(&idp, &actor, Action::SupportUser(&user)).await?;
     let reset = idp
         .mfa
@@ -510,7 +531,7 @@ async fn list_sessions(
     actor: Actor,
     ApiPath(username): ApiPath<String>,
 ) -> Result<ApiJson<Vec<SessionOut>>, ApiError> {
-    let user = user_named(&idp, &username).await?;
+    let user = visible_user(&idp, &actor, &username).await?;
     authorize(&idp, &actor, Action::SupportUser(&user)).await?;
     let sessions = idp.sessions.list_user_sessions(user.id).await?;
     Ok(ApiJson(
@@ -536,7 +557,7 @@ async fn end_sessions(
     actor: Actor,
     ApiPath(username): ApiPath<String>,
 ) -> Result<ApiJson<EndedOut>, ApiError> {
-    let user = user_named(&idp, &username).await?;
+    let user = visible_user(&idp, &actor, &username).await?;
     authorize(&idp, &actor, Action::SupportUser(&user)).await?;
     let ended = idp.sessions.delete_user_sessions(user.id).await?;
     let out = EndedOut { ended };
@@ -561,7 +582,7 @@ async fn end_session(
     actor: Actor,
     ApiPath((username, key)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let user = user_named(&idp, &username).await?;
+    let user = visible_user(&idp, &actor, &username).await?;
     authorize(&idp, &actor, Action::SupportUser(&user)).await?;
     let key = SessionKey::parse(&key).map_err(|_| ApiError::not_found("session", &key))?;
     if !idp.sessions.delete_for_user(user.id, &key).await? {
@@ -588,7 +609,7 @@ async fn membership(
     role: bool,
     add: bool,
 ) -> Result<StatusCode, ApiError> {
-    let user = user_named(&idp, &username).await?;
+    let user = visible_user(&idp, &actor, &username).await?;
     authorize(&idp, &actor, Action::ManageUser(&user)).await?;
     let d = &idp.directory;
     let changed = match (role, add) {

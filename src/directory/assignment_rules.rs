@@ -5,6 +5,10 @@
 //! Every change validates first (the rule itself, then inside the transaction that the groups, roles
 //! and SPs it names exist) and writes rule, targets and generation in one transaction, so nothing is
 //! half-applied.
+//!
+//! Rules declared in tessera.toml are kept apart from CLI-made ones ([`ManagedBy`]), as for the access
+//! policy: [`Directory::apply_assignment_declarations`] reconciles the declared ones at start and
+//! refuses to touch CLI-made ones; the other changes refuse to touch declared ones.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,7 +17,8 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{
-    db_error, is_unique_violation, new_id, now, touched, Directory, EntryKind, Error, User,
+    db_error, is_unique_violation, new_id, now, touched, Directory, EntryKind, Error, ManagedBy,
+    User,
 };
 use crate::policy::{self, AssignmentRule, Condition, Item, RuleSet, TargetKind, UserFacts};
 
@@ -129,6 +134,61 @@ async fn insert_targets(
     Ok(())
 }
 
+/// Reads the stored owner of a rule.
+fn managed_by(source: &str) -> Result<ManagedBy, Error> {
+    match source {
+        "cli" => Ok(ManagedBy::Cli),
+        "config" => Ok(ManagedBy::Config),
+        other => Err(Error::CorruptRow(format!(
+            "unknown assignment rule source {other:?}"
+        ))),
+    }
+}
+
+/// The id of the CLI-made rule `name` inside `tx`. Errors: [`Error::NotFound`],
+/// [`Error::ManagedByConfig`].
+async fn cli_rule_id(tx: &mut Transaction<'_, Any>, name: &str) -> Result<i64, Error> {
+    let row = sqlx::query("SELECT id, source FROM assignment_rules WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    let Some(row) = row else {
+        return Err(rule_not_found(name));
+    };
+    let source: String = row.try_get("source").map_err(db_error)?;
+    match managed_by(&source)? {
+        ManagedBy::Cli => row.try_get("id").map_err(db_error),
+        ManagedBy::Config => Err(Error::ManagedByConfig(Item::AssignmentRule(
+            name.to_owned(),
+        ))),
+    }
+}
+
+/// Replaces condition, enabled flag and targets of rule `id` inside `tx`.
+async fn replace_rule(
+    tx: &mut Transaction<'_, Any>,
+    id: i64,
+    rule: &AssignmentRule,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE assignment_rules SET condition = $1, enabled = $2, updated_at = $3 WHERE id = $4",
+    )
+    .bind(condition_json(&rule.condition)?)
+    .bind(i64::from(rule.enabled))
+    .bind(now())
+    .bind(id)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    sqlx::query("DELETE FROM assignment_rule_targets WHERE rule_id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    insert_targets(tx, id, &rule.targets).await
+}
+
 /// The JSON text of a condition.
 fn condition_json(condition: &Condition) -> Result<String, Error> {
     serde_json::to_string(condition).map_err(|e| Error::CorruptRow(e.to_string()))
@@ -238,8 +298,8 @@ impl Directory {
         let id = new_id();
         let at = now();
         sqlx::query(
-            "INSERT INTO assignment_rules (id, name, condition, enabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5)",
+            "INSERT INTO assignment_rules (id, name, condition, enabled, source, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, 'cli', $5, $5)",
         )
         .bind(id)
         .bind(&rule.name)
@@ -260,88 +320,140 @@ impl Directory {
         tx.commit().await.map_err(db_error)
     }
 
-    /// Replaces the condition, targets and enabled flag of the rule named `rule.name`. Errors:
-    /// [`Error::Policy`], [`Error::NotFound`]. Nothing is changed on error.
+    /// Replaces the condition, targets and enabled flag of the CLI-made rule named `rule.name`. Errors:
+    /// [`Error::Policy`], [`Error::NotFound`], [`Error::ManagedByConfig`]. Nothing is changed on error.
     pub async fn update_assignment_rule(&self, rule: &AssignmentRule) -> Result<(), Error> {
         rule.validate()?;
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         check_references(&mut tx, rule).await?;
-        let row = sqlx::query("SELECT id FROM assignment_rules WHERE name = $1")
-            .bind(&rule.name)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let id: i64 = match row {
-            Some(r) => r.try_get("id").map_err(db_error)?,
-            None => return Err(rule_not_found(&rule.name)),
-        };
-        sqlx::query(
-            "UPDATE assignment_rules SET condition = $1, enabled = $2, updated_at = $3 WHERE id = $4",
-        )
-        .bind(condition_json(&rule.condition)?)
-        .bind(i64::from(rule.enabled))
-        .bind(now())
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        sqlx::query("DELETE FROM assignment_rule_targets WHERE rule_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        insert_targets(&mut tx, id, &rule.targets).await?;
+        let id = cli_rule_id(&mut tx, &rule.name).await?;
+        replace_rule(&mut tx, id, rule).await?;
         bump_generation(&mut tx).await?;
         tx.commit().await.map_err(db_error)
     }
 
-    /// Enables or disables a rule; whether it changed. Errors: [`Error::NotFound`].
+    /// Who manages the rule named `name`, if it exists.
+    pub async fn assignment_rule_owner(&self, name: &str) -> Result<Option<ManagedBy>, Error> {
+        let row = sqlx::query("SELECT source FROM assignment_rules WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map(|r| {
+            let source: String = r.try_get("source").map_err(db_error)?;
+            managed_by(&source)
+        })
+        .transpose()
+    }
+
+    /// Makes the rules declared in tessera.toml exactly `rules`: creates and updates them, and removes
+    /// declared rules no longer declared, in one transaction. Errors: [`Error::Policy`] (an invalid rule,
+    /// an unknown group, role or SP), [`Error::ManagedByCli`] (the name is taken by a CLI-made rule).
+    pub async fn apply_assignment_declarations(
+        &self,
+        rules: &[AssignmentRule],
+    ) -> Result<(), Error> {
+        for rule in rules {
+            rule.validate()?;
+        }
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let rows = sqlx::query("SELECT id, name, source FROM assignment_rules")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let mut existing: HashMap<String, (i64, ManagedBy)> = HashMap::new();
+        for row in &rows {
+            let source: String = row.try_get("source").map_err(db_error)?;
+            existing.insert(
+                row.try_get("name").map_err(db_error)?,
+                (row.try_get("id").map_err(db_error)?, managed_by(&source)?),
+            );
+        }
+        for rule in rules {
+            check_references(&mut tx, rule).await?;
+            match existing.remove(&rule.name) {
+                Some((_, ManagedBy::Cli)) => {
+                    return Err(Error::ManagedByCli(Item::AssignmentRule(rule.name.clone())))
+                }
+                Some((id, ManagedBy::Config)) => replace_rule(&mut tx, id, rule).await?,
+                None => {
+                    let id = new_id();
+                    let at = now();
+                    sqlx::query(
+                        "INSERT INTO assignment_rules (id, name, condition, enabled, source, \
+                         created_at, updated_at) VALUES ($1, $2, $3, $4, 'config', $5, $5)",
+                    )
+                    .bind(id)
+                    .bind(&rule.name)
+                    .bind(condition_json(&rule.condition)?)
+                    .bind(i64::from(rule.enabled))
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    insert_targets(&mut tx, id, &rule.targets).await?;
+                }
+            }
+        }
+        // What is left and declared is no longer in the file.
+        for (id, source) in existing.into_values() {
+            if source == ManagedBy::Config {
+                sqlx::query("DELETE FROM assignment_rule_targets WHERE rule_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                sqlx::query("DELETE FROM assignment_rules WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+        }
+        bump_generation(&mut tx).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// Enables or disables a CLI-made rule; whether it changed. Errors: [`Error::NotFound`],
+    /// [`Error::ManagedByConfig`].
     pub async fn set_assignment_rule_enabled(
         &self,
         name: &str,
         enabled: bool,
     ) -> Result<bool, Error> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let id = cli_rule_id(&mut tx, name).await?;
         let result = sqlx::query(
-            "UPDATE assignment_rules SET enabled = $1, updated_at = $2 WHERE name = $3 \
+            "UPDATE assignment_rules SET enabled = $1, updated_at = $2 WHERE id = $3 \
              AND enabled <> $1",
         )
         .bind(i64::from(enabled))
         .bind(now())
-        .bind(name)
+        .bind(id)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
         if !touched(&result) {
-            let exists = sqlx::query("SELECT id FROM assignment_rules WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            return match exists {
-                Some(_) => Ok(false),
-                None => Err(rule_not_found(name)),
-            };
+            return Ok(false);
         }
         bump_generation(&mut tx).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(true)
     }
 
-    /// Removes a rule with its targets. Errors: [`Error::NotFound`].
+    /// Removes a CLI-made rule with its targets. Errors: [`Error::NotFound`],
+    /// [`Error::ManagedByConfig`].
     pub async fn remove_assignment_rule(&self, name: &str) -> Result<(), Error> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let id = cli_rule_id(&mut tx, name).await?;
         // Explicitly, not only by ON DELETE CASCADE, so SQLite connections without foreign keys agree.
-        sqlx::query(
-            "DELETE FROM assignment_rule_targets WHERE rule_id IN \
-             (SELECT id FROM assignment_rules WHERE name = $1)",
-        )
-        .bind(name)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let result = sqlx::query("DELETE FROM assignment_rules WHERE name = $1")
-            .bind(name)
+        sqlx::query("DELETE FROM assignment_rule_targets WHERE rule_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let result = sqlx::query("DELETE FROM assignment_rules WHERE id = $1")
+            .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;

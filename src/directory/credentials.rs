@@ -245,8 +245,13 @@ impl Directory {
 
     /// Whether a reset token is currently usable (unused, unexpired), without spending it.
     pub async fn reset_token_usable(&self, token: &str) -> Result<bool, Error> {
+        Ok(self.reset_token_user(token).await?.is_some())
+    }
+
+    /// The user a usable (unused, unexpired) reset token was issued for, without spending it.
+    pub async fn reset_token_user(&self, token: &str) -> Result<Option<User>, Error> {
         if token.is_empty() || token.len() > 64 {
-            return Ok(false);
+            return Ok(None);
         }
         let row = sqlx::query(
             "SELECT user_id FROM password_reset_tokens \
@@ -257,7 +262,13 @@ impl Directory {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(row.is_some())
+        match row {
+            Some(row) => {
+                self.get_user(row.try_get("user_id").map_err(db_error)?)
+                    .await
+            }
+            None => Ok(None),
+        }
     }
 
     /// Revokes every unused reset link of the user (after a successful reset); how many there were.

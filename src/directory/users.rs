@@ -584,6 +584,35 @@ impl Directory {
         }
     }
 
+    /// Ends every session of the user that began before now, at its next request, wherever sessions
+    /// are kept (see [`Directory::sessions_not_before`]). [`Error::NotFound`] for an unknown user.
+    pub async fn revoke_sessions(&self, username: &str) -> Result<(), Error> {
+        let result = sqlx::query("UPDATE users SET sessions_not_before = $1 WHERE username = $2")
+            .bind(now())
+            .bind(username)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if touched(&result) {
+            Ok(())
+        } else {
+            Err(user_not_found(username))
+        }
+    }
+
+    /// Sessions of the user created before this time (unix seconds) are over; 0 when none were
+    /// revoked (or the user is unknown).
+    pub async fn sessions_not_before(&self, user_id: i64) -> Result<i64, Error> {
+        let row = sqlx::query("SELECT sessions_not_before FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.map_or(Ok(0), |r| {
+            r.try_get("sessions_not_before").map_err(db_error)
+        })
+    }
+
     /// Whether the stored hash of the user's password was made with other costs than the configured
     /// ones (it is upgraded at the next successful sign-in). [`Error::NotFound`] for an unknown user.
     pub async fn password_needs_rehash(&self, username: &str) -> Result<bool, Error> {

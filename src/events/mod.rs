@@ -13,6 +13,7 @@
 //! [`lockout`] is the brute-force defence fed by the same sign-in attempts; [`query`] holds what the
 //! dashboard reads.
 
+pub mod dashboard;
 mod enrich;
 pub mod lockout;
 pub mod query;
@@ -227,24 +228,37 @@ impl LoginEvent {
 /// An event as stored: what the dashboard and the CSV export read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredEvent {
+    /// The row's id (random, see the migrations' conventions).
     pub id: i64,
     /// Unix milliseconds.
     pub at: i64,
     /// `sign_in` or `sso`.
     pub kind: String,
+    /// The username as typed or as known; the user may not exist.
     pub username: String,
+    /// The user's id, when the user exists.
     pub user_id: Option<i64>,
+    /// The client address as Tessera believed it.
     pub ip: String,
+    /// The SP's entityID, when an SP was involved.
     pub sp: Option<String>,
     /// An [`Outcome`]'s stored form (older rows may carry other words, e.g. recovery steps).
     pub outcome: String,
+    /// Why, for people.
     pub reason: String,
+    /// The IP rule(s) or policy that refused.
     pub rule: Option<String>,
+    /// ISO country code, `private` or `loopback`; `None` when unknown.
     pub country: Option<String>,
+    /// City name, when the GeoIP database has one.
     pub city: Option<String>,
+    /// Browser family parsed from the User-Agent.
     pub browser: Option<String>,
+    /// Operating system parsed from the User-Agent.
     pub os: Option<String>,
+    /// Device class: desktop, mobile, phone, appliance, crawler, other.
     pub device: Option<String>,
+    /// The User-Agent as sent (cut to 512 bytes).
     pub user_agent: Option<String>,
     /// A successful sign-in from a country never seen on an earlier success of the user.
     pub new_country: bool,
@@ -252,7 +266,8 @@ pub struct StoredEvent {
     pub new_device: bool,
 }
 
-/// A row ready to insert: the event after enrichment.
+/// A row ready to insert: the event after enrichment. The fields mean what [`LoginEvent`]'s and
+/// [`StoredEvent`]'s of the same names mean.
 #[derive(Debug, Clone)]
 pub struct NewRow {
     pub at: i64,
@@ -274,7 +289,9 @@ pub struct NewRow {
 /// What the user's earlier successful sign-ins showed: countries and (browser, OS) pairs.
 #[derive(Debug, Clone, Default)]
 pub struct SignInHistory {
+    /// Countries (codes or labels) of earlier successes.
     pub countries: HashSet<String>,
+    /// (browser, OS) pairs of earlier successes.
     pub devices: HashSet<(Option<String>, Option<String>)>,
 }
 

@@ -169,7 +169,8 @@ impl Predicate {
 }
 
 /// How several `--when` conditions combine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Combine {
     /// Any one of them (OR): each `--when` is an alternative.
     Any,
@@ -200,7 +201,8 @@ impl Condition {
                 clauses.into_iter().flat_map(|c| c.all).collect(),
             )),
             (_, None) => Err(
-                "several --when given: say whether any one (--any) or all (--all) must hold"
+                "several conditions given: say whether any one (--any, match = \"any\") or all \
+                 (--all, match = \"all\") must hold"
                     .to_owned(),
             ),
         }
@@ -239,6 +241,67 @@ impl fmt::Display for Condition {
         }
         Ok(())
     }
+}
+
+/// A rule declared in tessera.toml (`[[assignment_rules]]`), in the CLI's terms:
+///
+/// ```toml
+/// [[assignment_rules]]
+/// name = "sales"
+/// when = ["department=Sales", "group=sales-emea"]
+/// match = "any"
+/// sps = ["https://crm.example/metadata", "https://mail.example/metadata"]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignmentRuleDecl {
+    /// The rule's name.
+    pub name: String,
+    /// Conditions in the `--when` form; several need `match`.
+    pub when: Vec<String>,
+    /// How several `when` combine: `"any"` or `"all"`.
+    #[serde(rename = "match", default)]
+    pub combine: Option<Combine>,
+    /// The SPs granted, by entityID.
+    pub sps: Vec<String>,
+    /// Whether the rule grants anything (default true).
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+impl AssignmentRuleDecl {
+    /// The rule declared, validated on its own (names that must exist are the directory's check).
+    pub fn to_rule(&self) -> Result<AssignmentRule, Error> {
+        let condition =
+            Condition::from_when(&self.when, self.combine).map_err(|reason| Error::Invalid {
+                item: Item::AssignmentRule(self.name.clone()),
+                reason,
+            })?;
+        let rule = AssignmentRule {
+            name: self.name.clone(),
+            condition,
+            targets: self.sps.clone(),
+            enabled: self.enabled,
+        };
+        rule.validate()?;
+        Ok(rule)
+    }
+}
+
+/// Converts and checks tessera.toml's `[[assignment_rules]]`: each valid, no name twice.
+pub fn rules_from_declarations(decls: &[AssignmentRuleDecl]) -> Result<Vec<AssignmentRule>, Error> {
+    let mut names = HashSet::new();
+    decls
+        .iter()
+        .map(|d| {
+            if !names.insert(d.name.as_str()) {
+                return Err(Error::Duplicate {
+                    item: Item::AssignmentRule(d.name.clone()),
+                });
+            }
+            d.to_rule()
+        })
+        .collect()
 }
 
 impl AssignmentRule {

@@ -23,7 +23,8 @@ pub mod ip;
 pub mod model;
 
 pub use assignment::{
-    AssignmentRule, Clause, Combine, Condition, Predicate, RuleSet, UserFacts,
+    rules_from_declarations, AssignmentRule, AssignmentRuleDecl, Clause, Combine, Condition,
+    Predicate, RuleSet, UserFacts,
 };
 pub use engine::{
     lockout, would_lock_out, AccessRequest, AllowlistRef, Decision, DenyReason, Outcome, PolicySet,

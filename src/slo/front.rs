@@ -22,6 +22,7 @@ use crate::saml::binding::RedirectSignature;
 use crate::saml::logout::UnverifiedLogoutResponse;
 use crate::saml::metadata::{BINDING_HTTP_POST, BINDING_HTTP_REDIRECT};
 use crate::saml::xmldsig::keys::public_keys_from_certs;
+use crate::saml::xmldsig::sign::sign_enveloped;
 use crate::saml::xmldsig::verify::VerifyPolicy;
 use crate::session::Session;
 
@@ -63,8 +64,8 @@ pub struct FrontRequest {
     pub location: String,
     /// HTTP-Redirect or HTTP-POST: how the iframe delivers the request.
     pub binding: String,
-    /// The LogoutRequest, unsigned; signed when the iframe asks for it (query signature for
-    /// Redirect, enveloped XML signature for POST).
+    /// The LogoutRequest: with its enveloped signature for HTTP-POST; unsigned for HTTP-Redirect,
+    /// whose query-string signature is added when the iframe asks for it.
     pub request_xml: String,
 }
 
@@ -88,7 +89,9 @@ pub struct Transaction {
 impl Transaction {
     /// How long the transaction and its records are kept.
     fn ttl(&self) -> Duration {
-        let left = self.deadline_ms.saturating_sub(Utc::now().timestamp_millis());
+        let left = self
+            .deadline_ms
+            .saturating_sub(Utc::now().timestamp_millis());
         Duration::from_millis(u64::try_from(left).unwrap_or(0)) + GRACE
     }
 
@@ -147,13 +150,23 @@ pub async fn plan(idp: &Idp, session: &Session, reports: &[SpLogout]) -> Vec<Fro
         request.not_on_or_after = chrono::Duration::from_std(ttl)
             .ok()
             .map(|ttl| Utc::now() + ttl);
+        let mut element = request.to_element();
+        // saml-profiles 4.4.4.1: the LogoutRequest MUST be signed. HTTP-POST carries the signature in
+        // the XML (saml-bindings 3.5.4); HTTP-Redirect over the query string, added when the iframe
+        // asks for it (saml-bindings 3.4.4.1), so the XML itself stays unsigned.
+        if endpoint.binding == BINDING_HTTP_POST {
+            if let Err(e) = sign_enveloped(&mut element, &idp.keys.current) {
+                tracing::error!(sp = %report.entity_id, error = %e, "signing a LogoutRequest");
+                continue;
+            }
+        }
         front.push(FrontRequest {
             slot,
             entity_id: report.entity_id.clone(),
             request_id: request.id.clone(),
             location: endpoint.location.clone(),
             binding: endpoint.binding.clone(),
-            request_xml: request.to_element().to_xml(),
+            request_xml: element.to_xml(),
         });
     }
     front
@@ -348,7 +361,10 @@ pub async fn record(idp: &Idp, answer: FrontAnswer<'_>) -> Result<Recorded, Stri
             response.issuer()
         ));
     }
-    let sp = idp.sp(&request.entity_id).await.map_err(|e| e.to_string())?;
+    let sp = idp
+        .sp(&request.entity_id)
+        .await
+        .map_err(|e| e.to_string())?;
     let keys = public_keys_from_certs(&sp.metadata.signing_certs);
     let allow_sha1 = sp.record.settings.allow_sha1;
     // saml-profiles 4.4.4.2: the LogoutResponse MUST be signed or otherwise authenticated; the browser

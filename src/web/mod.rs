@@ -10,6 +10,7 @@ mod mfa;
 mod pages;
 mod recovery;
 mod slo;
+mod slo_front;
 mod sso;
 
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +48,9 @@ pub fn router(idp: AppState) -> Router {
         .route("/saml/init", get(sso::idp_initiated))
         .route("/saml/slo", get(slo::slo_redirect).post(slo::slo_post))
         .route("/saml/slo/continue", get(slo::slo_continue))
+        .route("/saml/slo/front/{handle}/status", get(slo_front::status))
+        .route("/saml/slo/front/{handle}/finish", get(slo_front::finish))
+        .route("/saml/slo/front/{handle}/{n}", get(slo_front::frame))
         .route("/login", get(login::login_form).post(login::login_submit))
         .route("/logout", post(login::logout))
         .route("/apps", get(login::apps))

@@ -650,12 +650,20 @@ pub async fn link_submit(
 ) -> Result<Response, WebError> {
     let ip = client_ip(&idp, peer, &headers);
     let csrf = csrf_token(&headers);
-    let user = idp
+    let invalid = |idp: &Idp| {
+        let mut page = RecoverPage::new(&csrf.0, "Reset your password", RecoverStep::Done);
+        page.error = Some("This link is not valid: it was already used, it expired, or it was mistyped. Ask your administrator for a new one.");
+        render(idp, StatusCode::GONE, &page, &csrf, Vec::new())
+    };
+    let token = form.token.trim();
+    // Who the link is for, without spending it: the IP allowlists are checked first, so a refused
+    // address does not burn the link.
+    let peeked = idp
         .directory
-        .consume_reset_token(form.token.trim())
+        .reset_token_user(token)
         .await
         .map_err(dir_error)?;
-    let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
+    let Some(user) = peeked.filter(|u| u.status == UserStatus::Active) else {
         record(
             &idp,
             "",
@@ -665,13 +673,29 @@ pub async fn link_submit(
             "reset link not valid",
         )
         .await?;
-        let mut page = RecoverPage::new(&csrf.0, "Reset your password", RecoverStep::Done);
-        page.error = Some("This link is not valid: it was already used, it expired, or it was mistyped. Ask your administrator for a new one.");
-        return render(&idp, StatusCode::GONE, &page, &csrf, Vec::new());
+        return invalid(&idp);
     };
     let decision = idp.check_access(&user.username, ip, None, None).await?;
     if let Outcome::Deny { reason } = decision.outcome {
         return Err(SsoError::denied(reason, &user.username, ip).into());
+    }
+    // Spent atomically: of two simultaneous uses, one wins.
+    let spent = idp
+        .directory
+        .consume_reset_token(token)
+        .await
+        .map_err(dir_error)?;
+    if spent.map(|u| u.id) != Some(user.id) {
+        record(
+            &idp,
+            &user.username,
+            Some(user.id),
+            ip,
+            "recovery_failed",
+            "reset link already used",
+        )
+        .await?;
+        return invalid(&idp);
     }
     record(
         &idp,

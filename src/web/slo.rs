@@ -1,7 +1,9 @@
 //! The single logout endpoints (saml-profiles 4.4): `/saml/slo` takes an SP's LogoutRequest by
 //! HTTP-Redirect (GET) or HTTP-POST (POST), and the portal's Sign out button ends the session the same
 //! way. Propagation to the other SPs is [`crate::slo`]; this module decodes, verifies, finds the session
-//! and answers: a LogoutResponse to the initiating SP, or the signed-out page listing every app.
+//! and answers: a LogoutResponse to the initiating SP, or the signed-out page listing every app. When
+//! some SPs can only be told through the browser, the answer waits for that round (`slo_front.rs`),
+//! and their LogoutResponses arrive here too.
 
 use std::time::Duration;
 
@@ -23,13 +25,17 @@ use crate::saml::binding::post::decode_post;
 use crate::saml::binding::redirect::{decode_redirect, encode_redirect, RedirectSignature};
 use crate::saml::binding::{Limits, MessageKind};
 use crate::saml::envelope::RequestContext;
-use crate::saml::logout::{parse_logout_request, LogoutError, LogoutResponse, NameId};
+use crate::saml::logout::{
+    parse_logout_request, parse_logout_response, LogoutError, LogoutResponse, NameId,
+};
 use crate::saml::metadata::{BINDING_HTTP_POST, BINDING_HTTP_REDIRECT};
 use crate::saml::status::{Status, StatusCode as SamlStatus, SubStatusCode};
 use crate::saml::xml;
 use crate::saml::xmldsig::keys::public_keys_from_certs;
 use crate::saml::xmldsig::sign::sign_enveloped;
 use crate::saml::xmldsig::verify::VerifyPolicy;
+use crate::session::Session;
+use crate::slo::front::{self, Initiator};
 use crate::slo::{find_participant, initiator_status, logout_session, SpLogout, SpLogoutResult};
 
 /// How long a POSTed LogoutRequest waits for the same-site GET that brings the session cookie.
@@ -170,13 +176,20 @@ pub async fn slo_post(
 }
 
 async fn handle(idp: &Idp, headers: &HeaderMap, inbound: Inbound) -> Result<Response, WebError> {
-    // Tessera propagates logout by the back channel only, so it never has a front-channel request out
-    // that a LogoutResponse could answer (docs/slo.md).
-    if inbound.kind != MessageKind::Request {
-        return Err(bad("unsolicited LogoutResponse".into()));
-    }
     let destinations = [idp.config.slo_url()];
     let ctx = context(idp, &destinations);
+    // A LogoutResponse answers one of our front-channel LogoutRequests, inside its iframe
+    // (docs/slo.md); front::record accepts only what answers a running round.
+    if inbound.kind == MessageKind::Response {
+        let response = parse_logout_response(&inbound.xml, &ctx).map_err(|e| bad(e.to_string()))?;
+        return Ok(super::slo_front::response_arrived(
+            idp,
+            response,
+            inbound.binding,
+            inbound.signature.as_ref(),
+        )
+        .await);
+    }
     // A message that does not parse has no trustworthy sender to answer: the page explains.
     let unverified = parse_logout_request(&inbound.xml, &ctx).map_err(|e| bad(e.to_string()))?;
     let sp = idp.sp(unverified.issuer()).await?;
@@ -321,7 +334,19 @@ async fn finish(
     };
     let (status, others) = match logout_session(idp, id, session, Some(&pending.sp_entity_id)).await
     {
-        Ok(others) => (initiator_status(&others), others),
+        Ok(others) => {
+            let initiator = Initiator {
+                sp_entity_id: pending.sp_entity_id.clone(),
+                request_id: pending.request_id.clone(),
+                relay_state: pending.relay_state.clone(),
+                binding: pending.binding.clone(),
+            };
+            // The answer waits for the browser round, if some SPs can only be told that way.
+            if let Some(page) = front_round(idp, session, Some(initiator), &others).await {
+                return page;
+            }
+            (initiator_status(&others), others)
+        }
         // saml-core 3.7.3.2: our own session could not be ended: a top-level error.
         Err(e) => {
             tracing::error!(error = %e, "session could not be ended");
@@ -344,24 +369,44 @@ async fn finish(
     answer(idp, sp, reply).unwrap_or_else(|| Ok(signed_out_page(idp, others)))
 }
 
+/// After the back channel (the session ended): the front-channel round's page when some of `others`
+/// can only be told through the browser (docs/slo.md). None when there is no such SP, or the round
+/// could not be stored: then the caller answers at once and those SPs count as not signed out.
+async fn front_round(
+    idp: &Idp,
+    session: &Session,
+    initiator: Option<Initiator>,
+    others: &[SpLogout],
+) -> Option<Result<Response, WebError>> {
+    let requests = front::plan(idp, session, others).await;
+    if requests.is_empty() {
+        return None;
+    }
+    super::slo_front::start(idp, session, initiator, others.to_vec(), requests).await
+}
+
 /// What a LogoutResponse to an SP says, and how the SP's request came.
-struct Reply<'a> {
+pub(super) struct Reply<'a> {
     /// The request answered (InResponseTo).
-    request_id: &'a str,
+    pub(super) request_id: &'a str,
     /// The outcome for the initiator.
-    status: Status,
+    pub(super) status: Status,
     /// Returned verbatim (saml-bindings 3.4.3, 3.5.3).
-    relay_state: Option<&'a str>,
+    pub(super) relay_state: Option<&'a str>,
     /// The binding the request came by, which the response prefers.
-    binding: &'a str,
+    pub(super) binding: &'a str,
     /// Whether the session cookie is cleared too (the session ended).
-    clear_cookie: bool,
+    pub(super) clear_cookie: bool,
 }
 
 /// A signed LogoutResponse to the SP's front-channel SingleLogoutService from its metadata
 /// (saml-profiles 4.4.3.4, 4.4.4.2), by the binding the request came by when the SP offers it, else
 /// HTTP-POST, else HTTP-Redirect. None when the SP has no such endpoint.
-fn answer(idp: &Idp, sp: &RegisteredSp, reply: Reply<'_>) -> Option<Result<Response, WebError>> {
+pub(super) fn answer(
+    idp: &Idp,
+    sp: &RegisteredSp,
+    reply: Reply<'_>,
+) -> Option<Result<Response, WebError>> {
     let endpoint = sp
         .metadata
         .slo_for_binding(reply.binding)
@@ -424,13 +469,20 @@ fn send_response(
 /// and shows which apps confirmed.
 pub async fn portal_logout(idp: &Idp, headers: &HeaderMap) -> Result<Response, WebError> {
     let reports = match current_session(idp, headers).await? {
-        Some((id, session)) => logout_session(idp, &id, &session, None).await?,
+        Some((id, session)) => {
+            let reports = logout_session(idp, &id, &session, None).await?;
+            if let Some(page) = front_round(idp, &session, None, &reports).await {
+                return page;
+            }
+            reports
+        }
         None => Vec::new(),
     };
     Ok(signed_out_page(idp, reports))
 }
 
-fn signed_out_page(idp: &Idp, reports: Vec<SpLogout>) -> Response {
+/// The portal's signed-out page: every app the session reached and what became of it.
+pub(super) fn signed_out_page(idp: &Idp, reports: Vec<SpLogout>) -> Response {
     let apps = reports
         .into_iter()
         .map(|r| AppLogoutRow {

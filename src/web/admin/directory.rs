@@ -44,6 +44,8 @@ struct UsersPage {
 /// Body of `POST /admin/users`: a new user.
 #[derive(Deserialize)]
 pub struct NewUserForm {
+    /// The page's double-submit token (missing: refused like a wrong one).
+    #[serde(default)]
     csrf_token: String,
     #[serde(default)]
     username: String,
@@ -142,6 +144,8 @@ struct SessionRow {
 /// Body of `POST /admin/users/{username}`: one action on the user.
 #[derive(Deserialize)]
 pub struct UserActionForm {
+    /// The page's double-submit token (missing: refused like a wrong one).
+    #[serde(default)]
     csrf_token: String,
     /// `disable`, `enable`, `reset_password`, `reset_mfa`, `end_sessions`, `add_group`,
     /// `remove_group`, `add_role`, `remove_role`.
@@ -184,6 +188,15 @@ async fn user_page(console: Console, username: &str, flash: Flash) -> Response {
     } else {
         (Vec::new(), Vec::new())
     };
+    // Offer only the groups and roles the user is not in yet.
+    let all_groups = all_groups
+        .into_iter()
+        .filter(|g| !user.groups.contains(g))
+        .collect();
+    let all_roles = all_roles
+        .into_iter()
+        .filter(|r| !user.roles.contains(r))
+        .collect();
     let sessions = if can_support {
         console
             .get::<Vec<SessionRow>>(&format!("{path}/sessions"))
@@ -319,6 +332,8 @@ struct NamesPage {
 /// Body of `POST /admin/groups` and `POST /admin/roles`.
 #[derive(Deserialize)]
 pub struct NameForm {
+    /// The page's double-submit token (missing: refused like a wrong one).
+    #[serde(default)]
     csrf_token: String,
     /// `create` or `delete`.
     #[serde(default)]
@@ -432,6 +447,8 @@ struct AdminsPage {
 /// Body of `POST /admin/admins`.
 #[derive(Deserialize)]
 pub struct GrantForm {
+    /// The page's double-submit token (missing: refused like a wrong one).
+    #[serde(default)]
     csrf_token: String,
     /// `grant` or `revoke`.
     #[serde(default)]

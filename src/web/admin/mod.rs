@@ -14,6 +14,7 @@
 //! done or what was wrong written on it.
 
 mod directory;
+mod logins;
 mod policy;
 mod sps;
 
@@ -79,6 +80,7 @@ pub fn routes() -> Router<AppState> {
             "/admin/policies",
             get(policy::policies).post(policy::policies_submit),
         )
+        .route("/admin/logins", get(logins::page))
 }
 
 /// A part of the console, with the right it needs.
@@ -93,10 +95,11 @@ pub(super) enum Section {
     IpRules,
     Policies,
     Admins,
+    Logins,
 }
 
 impl Section {
-    const ALL: [Section; 9] = [
+    const ALL: [Section; 10] = [
         Section::Overview,
         Section::Users,
         Section::Groups,
@@ -106,6 +109,7 @@ impl Section {
         Section::IpRules,
         Section::Policies,
         Section::Admins,
+        Section::Logins,
     ];
 
     fn href(self) -> &'static str {
@@ -119,6 +123,7 @@ impl Section {
             Section::IpRules => "/admin/ip-rules",
             Section::Policies => "/admin/policies",
             Section::Admins => "/admin/admins",
+            Section::Logins => "/admin/logins",
         }
     }
 
@@ -133,6 +138,7 @@ impl Section {
             Section::IpRules => "IP rules",
             Section::Policies => "Security policies",
             Section::Admins => "Admins",
+            Section::Logins => "Sign-ins",
         }
     }
 }
@@ -326,6 +332,7 @@ impl Console {
                 may(Action::ManagePolicy).await.is_ok()
             }
             Section::Admins => may(Action::ReadGrants).await.is_ok(),
+            Section::Logins => may(Action::ReadLogins).await.is_ok(),
         }
     }
 
@@ -490,9 +497,12 @@ pub(super) fn page_error(status: StatusCode, message: &str) -> Response {
     }
 }
 
-/// The CSRF check of a form that [`super::forms::CheckedForm`] cannot read (multipart).
-pub(super) fn checked_csrf(headers: &HeaderMap, token: &str) -> Result<(), Response> {
-    check_csrf(headers, token).map_err(IntoResponse::into_response)
+/// The CSRF check of a form that [`super::forms::CheckedForm`] cannot read (multipart): `Some`
+/// refusal page when the token is missing or wrong.
+pub(super) fn csrf_refused(headers: &HeaderMap, token: &str) -> Option<Response> {
+    check_csrf(headers, token)
+        .err()
+        .map(IntoResponse::into_response)
 }
 
 /// One recent admin change, on the overview.

@@ -31,6 +31,8 @@ struct IpRulesPage {
 /// Body of `POST /admin/ip-rules`.
 #[derive(Deserialize)]
 pub struct IpRuleForm {
+    /// The page's double-submit token (missing: refused like a wrong one).
+    #[serde(default)]
     csrf_token: String,
     /// `create` or `delete`.
     #[serde(default)]
@@ -158,6 +160,8 @@ struct PoliciesPage {
 /// Body of `POST /admin/policies`.
 #[derive(Deserialize)]
 pub struct PolicyForm {
+    /// The page's double-submit token (missing: refused like a wrong one).
+    #[serde(default)]
     csrf_token: String,
     /// `create`, `delete`, `assign`, `unassign`.
     #[serde(default)]

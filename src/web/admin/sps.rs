@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{checked_csrf, items, optional, segment, Console, Flash, Layout, Section};
+use super::{csrf_refused, items, optional, segment, Console, Flash, Layout, Section};
 use crate::api::auth::Action;
 use crate::directory::{
     NAMEID_FORMAT_EMAIL, NAMEID_FORMAT_PERSISTENT, NAMEID_FORMAT_TRANSIENT,
@@ -130,7 +130,7 @@ pub async fn register(console: Console, headers: HeaderMap, mut form: Multipart)
             _ => {}
         }
     }
-    if let Err(refused) = checked_csrf(&headers, &csrf) {
+    if let Some(refused) = csrf_refused(&headers, &csrf) {
         return refused;
     }
     let metadata = if !file.is_empty() {
@@ -185,6 +185,8 @@ struct SpPage {
 /// Body of `POST /admin/sps/{id}`.
 #[derive(Deserialize)]
 pub struct SpForm {
+    /// The page's double-submit token (missing: refused like a wrong one).
+    #[serde(default)]
     csrf_token: String,
     /// `settings`, `enable`, `disable`, `assign`, `unassign`, `metadata`, `delete`.
     #[serde(default)]
@@ -399,6 +401,8 @@ struct RulesPage {
 /// Body of `POST /admin/assignment-rules`.
 #[derive(Deserialize)]
 pub struct RuleForm {
+    /// The page's double-submit token (missing: refused like a wrong one).
+    #[serde(default)]
     csrf_token: String,
     /// `create`, `enable`, `disable`, `delete`.
     #[serde(default)]
