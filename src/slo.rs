@@ -5,9 +5,9 @@
 //! back channel (SOAP binding, saml-bindings 3.2), all at once, each with its own deadline
 //! (`saml.slo_timeout_ms`). Their answers are collected into a [`SpLogout`] per SP; one SP that errors or
 //! never answers costs at most the deadline and never keeps the others from being told. SPs that publish
-//! no SOAP SingleLogoutService are not contacted and are reported as such, so the person can be told to
-//! close the browser or sign out there. The web layer (`web/slo.rs`) turns the result into a
-//! LogoutResponse for the initiating SP or the portal's signed-out page. docs/slo.md explains the choices.
+//! no SOAP SingleLogoutService are not contacted here and are reported as such. The web layer
+//! (`web/slo.rs`) turns the result into a LogoutResponse for the initiating SP or the portal's signed-out
+//! page. docs/slo.md explains the choices.
 //!
 //! SPs with only front-channel (HTTP-Redirect / HTTP-POST) endpoints are told afterwards through the
 //! browser, by [`front`].

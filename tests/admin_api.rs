@@ -18,7 +18,7 @@ use sqlx::Row;
 
 use common::idp::{fetch_idp_metadata, Browser, BrowserOptions, SpOptions, Store, TestIdp, TestSp};
 use common::postgres::TestDatabase;
-use tessera::directory::{AdminRole, SpSettings, TokenScope};
+use tessera::directory::{AdminRole, AttributeRelease, SpSettings, TokenScope};
 use tessera::policy::{IpRule, RuleScope};
 
 /// The four admin roles as the matrix columns, with the user holding each.
@@ -381,11 +381,12 @@ const MATRIX: &[MatrixRow] = &[
     ),
     row("DELETE", "/api/v1/tokens/{tok}", None, [204, 204, 204, 204]),
     row("GET", "/api/v1/admin-grants", None, [200, 200, 403, 403]),
+    // n-app is not a user of the app admin's SP: to them it does not exist.
     row(
         "POST",
         "/api/v1/admin-grants",
         Some(r#"{"username":"n-{r}","role":"helpdesk"}"#),
-        [201, 201, 403, 403],
+        [201, 201, 404, 403],
     ),
     row(
         "DELETE",
@@ -478,6 +479,13 @@ const MATRIX: &[MatrixRow] = &[
         [200, 200, 403, 403],
     ),
     row("GET", "/api/v1/audit", None, [200, 200, 403, 403]),
+    row("GET", "/api/v1/logins", None, [200, 200, 200, 403]),
+    row(
+        "GET",
+        "/api/v1/logins/summary?outcome=success",
+        None,
+        [200, 200, 200, 403],
+    ),
     row("GET", "/api/v1/sps", None, [200, 200, 200, 200]),
     row(
         "POST",
@@ -1643,4 +1651,487 @@ async fn console_bootstraps_a_super_admin_and_a_token_printed_once() {
         .unwrap()
         .iter()
         .all(|g| g.username != "eve"));
+}
+
+/// The attributes of an assertion by SAML name.
+fn attributes(assertion: &samael::schema::Assertion) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for statement in assertion.attribute_statements.iter().flatten() {
+        for attribute in &statement.attributes {
+            out.insert(
+                attribute.name.clone().unwrap_or_default(),
+                attribute
+                    .values
+                    .iter()
+                    .map(|v| v.value.clone().unwrap_or_default())
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn settings_read_then_written_back_keep_static_values_and_they_are_still_released() {
+    let (idp, _dir, root) = with_root().await;
+    let here = client_at("127.0.0.1");
+    idp.add_user("alice", &[]).await;
+    let d = &idp.idp.directory;
+    d.create_group("staff").await.unwrap();
+    d.add_user_to_group("alice", "staff").await.unwrap();
+    d.create_role("auditor").await.unwrap();
+    d.add_user_to_role("alice", "auditor").await.unwrap();
+    let metadata = fetch_idp_metadata(&idp).await;
+    let sp = TestSp::new("wiki", &metadata, SpOptions::default());
+    idp.register(&sp, SpSettings::default(), &["alice"]).await;
+    let id = d.get_sp(&sp.entity_id).await.unwrap().unwrap().id;
+    let path = format!("/api/v1/sps/{id}/settings");
+    let settings = json!({"attribute_release": [
+        {"user_attribute": "email", "saml_name": "mail"},
+        {"saml_name": "tenant", "static_values": ["acme", "acme-eu"]},
+        {"user_attribute": "groups", "saml_name": "groups"},
+        {"user_attribute": "roles", "saml_name": "roles"},
+    ]});
+    let (status, set) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::PUT,
+        &path,
+        Some(&settings),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    assert_eq!(
+        set["settings"]["attribute_release"][1]["static_values"],
+        json!(["acme", "acme-eu"])
+    );
+
+    // Read, then write back unchanged: nothing changes, static values included.
+    let (status, read) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::GET,
+        &format!("/api/v1/sps/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, written) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::PUT,
+        &path,
+        Some(&read["settings"]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{written}");
+    assert_eq!(written["settings"], read["settings"]);
+    let stored = d.get_sp(&sp.entity_id).await.unwrap().unwrap().settings;
+    assert_eq!(
+        stored.attribute_release[1],
+        AttributeRelease::fixed("tenant", vec!["acme".into(), "acme-eu".into()])
+    );
+    assert_eq!(stored.attribute_release[2].user_attribute, "groups");
+
+    // ... and still released, next to the memberships, as samael's SP reads them.
+    let browser = Browser::new();
+    let request = sp.request(&idp.idp.config.sso_url());
+    let form = browser
+        .sso_with_login(&idp, &TestSp::redirect_url(&request, ""), "alice")
+        .await;
+    let assertion = sp
+        .accept(&form.saml_response(), Some(&[request.id.as_str()]))
+        .unwrap();
+    let attrs = attributes(&assertion);
+    assert_eq!(attrs["tenant"], ["acme", "acme-eu"]);
+    assert_eq!(attrs["mail"], ["alice@example.org"]);
+    assert_eq!(attrs["groups"], ["staff"]);
+    assert_eq!(attrs["roles"], ["auditor"]);
+
+    // A rule with both a user attribute and static values is refused, and nothing changes.
+    let both = json!({"attribute_release": [
+        {"user_attribute": "email", "saml_name": "tenant", "static_values": ["x"]},
+    ]});
+    let (status, json) = call(&here, &idp, Some(&root), Method::PUT, &path, Some(&both)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
+    assert_eq!(
+        d.get_sp(&sp.entity_id).await.unwrap().unwrap().settings,
+        stored
+    );
+}
+
+/// SP metadata for `entity_id` with an ID (so it can carry an enveloped signature) and its ACS at
+/// `acs`.
+fn sp_metadata(entity_id: &str, acs: &str) -> String {
+    format!(
+        "<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" ID=\"_md1\" \
+         entityID=\"{entity_id}\"><md:SPSSODescriptor \
+         protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">\
+         <md:AssertionConsumerService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" \
+         Location=\"{acs}\" index=\"0\"/></md:SPSSODescriptor></md:EntityDescriptor>"
+    )
+}
+
+/// A fresh signing key and its certificate (PEM).
+fn metadata_key(name: &str) -> (tessera::saml::xmldsig::keys::SigningKey, String) {
+    use tessera::saml::xmldsig::keys::{generate_self_signed, KeyKind};
+    let (key, _, pem) = generate_self_signed(
+        KeyKind::Rsa2048,
+        name,
+        chrono::Utc::now() - chrono::Duration::days(1),
+        30,
+    )
+    .unwrap();
+    (key, pem)
+}
+
+/// `xml` with an enveloped signature by `key` on its root (saml-metadata 3.1).
+fn signed_by(xml: &str, key: &tessera::saml::xmldsig::keys::SigningKey) -> String {
+    use tessera::saml::{metadata::METADATA_LIMITS, xml, xmldsig::sign};
+    let mut root = xml::parse(xml.as_bytes(), &METADATA_LIMITS).unwrap();
+    sign::sign_enveloped(&mut root, key).unwrap();
+    root.to_xml()
+}
+
+#[tokio::test]
+async fn sps_are_registered_from_a_url_edited_and_refreshed_through_the_api() {
+    const WIKI: &str = "https://wiki.sp.test/metadata";
+    let (idp, _dir, root) = with_root().await;
+    let d = &idp.idp.directory;
+    let here = client_at("127.0.0.1");
+    let server = MetadataServer::start().await;
+    server.serve(
+        "/wiki.xml",
+        &sp_metadata(WIKI, "https://wiki.sp.test/acs/1"),
+    );
+    let post = |token: &str, body: Value| {
+        let (here, idp, token) = (here.clone(), &idp, token.to_owned());
+        async move {
+            call(
+                &here,
+                idp,
+                Some(&token),
+                Method::POST,
+                "/api/v1/sps/from-url",
+                Some(&body),
+            )
+            .await
+        }
+    };
+
+    // Registered from the URL, with the source and the first refresh shown.
+    let (status, created) = post(
+        &root,
+        json!({"metadata_url": server.url("/wiki.xml"), "display_name": "Wiki", "refresh_secs": 3600}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let wiki = &created.as_array().unwrap()[0];
+    assert_eq!(created.as_array().unwrap().len(), 1);
+    assert_eq!(wiki["entity_id"], WIKI);
+    assert_eq!(wiki["display_name"], "Wiki");
+    assert_eq!(wiki["source"]["metadata_url"], server.url("/wiki.xml"));
+    assert_eq!(wiki["source"]["refresh_secs"], 3600);
+    assert_eq!(wiki["source"]["pinned_cert_pem"], Value::Null);
+    assert!(wiki["refresh"]["last_success_at"].is_i64(), "{wiki}");
+    assert_eq!(wiki["refresh"]["last_error"], Value::Null);
+    let id = wiki["id"].as_i64().unwrap();
+
+    // Creating SPs is for org-wide admins: an app admin of this very SP may not.
+    idp.add_user("appy", &[]).await;
+    grant(&idp, "appy", AdminRole::AppAdmin, Some(WIKI)).await;
+    let app = token_for(&idp, "appy", TokenScope::Write).await;
+    const OTHER: &str = "https://other.sp.test/metadata";
+    server.serve(
+        "/other.xml",
+        &sp_metadata(OTHER, "https://other.sp.test/acs"),
+    );
+    let (status, json) = post(&app, json!({"metadata_url": server.url("/other.xml")})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+    assert!(d.get_sp(OTHER).await.unwrap().is_none());
+
+    // A pinned certificate must have signed the metadata (saml-metadata 3.1).
+    const SIGNED: &str = "https://signed.sp.test/metadata";
+    let (signer, signer_pem) = metadata_key("signer");
+    let (_, other_pem) = metadata_key("someone-else");
+    server.serve(
+        "/signed.xml",
+        &signed_by(&sp_metadata(SIGNED, "https://signed.sp.test/acs"), &signer),
+    );
+    let (status, json) = post(
+        &root,
+        json!({"metadata_url": server.url("/signed.xml"), "pinned_cert_pem": other_pem}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
+    assert_eq!(json["code"], "invalid");
+    assert!(d.get_sp(SIGNED).await.unwrap().is_none());
+    let (status, json) = post(
+        &root,
+        json!({"metadata_url": server.url("/signed.xml"), "pinned_cert_pem": signer_pem}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    assert_eq!(json[0]["source"]["pinned_cert_pem"], signer_pem.as_str());
+
+    // A URL that does not answer with metadata: 502 with the reason, nothing registered.
+    let (status, json) = post(&root, json!({"metadata_url": server.url("/missing.xml")})).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{json}");
+    assert_eq!(json["code"], "fetch_failed");
+    assert!(json["message"].as_str().unwrap().contains("404"), "{json}");
+
+    // The app admin changes name, logo and source at once; the new URL's metadata is stored with them.
+    server.serve(
+        "/wiki-v2.xml",
+        &sp_metadata(WIKI, "https://wiki.sp.test/acs/2"),
+    );
+    let profile_path = format!("/api/v1/sps/{id}/profile");
+    let profile = json!({
+        "display_name": "Team Wiki",
+        "logo_url": "https://cdn.example/wiki.png",
+        "source": {"metadata_url": server.url("/wiki-v2.xml"), "refresh_secs": 600},
+    });
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&app),
+        Method::PUT,
+        &profile_path,
+        Some(&profile),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["display_name"], "Team Wiki");
+    assert_eq!(json["logo_url"], "https://cdn.example/wiki.png");
+    assert_eq!(json["source"]["metadata_url"], server.url("/wiki-v2.xml"));
+    assert_eq!(json["source"]["refresh_secs"], 600);
+    assert!(json["metadata_xml"].as_str().unwrap().contains("acs/2"));
+
+    // A new source that cannot be fetched, or a logo that is not https, changes nothing at all.
+    for (bad, code) in [
+        (
+            json!({"display_name": "Renamed", "source": {"metadata_url": server.url("/missing.xml")}}),
+            StatusCode::BAD_GATEWAY,
+        ),
+        (
+            json!({"display_name": "Renamed", "logo_url": "javascript:alert(1)", "source": profile["source"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"display_name": "Renamed", "source": {"metadata_url": server.url("/wiki-v2.xml"), "refresh_secs": 5}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (status, json) = call(
+            &here,
+            &idp,
+            Some(&app),
+            Method::PUT,
+            &profile_path,
+            Some(&bad),
+        )
+        .await;
+        assert_eq!(status, code, "{bad}: {json}");
+    }
+    let stored = d.get_sp(WIKI).await.unwrap().unwrap();
+    assert_eq!(stored.display_name, "Team Wiki");
+    assert_eq!(
+        stored.source.as_ref().unwrap().url,
+        server.url("/wiki-v2.xml")
+    );
+
+    // Refresh on request: replaced, then unchanged, then failed with the reason while the last good
+    // metadata stays.
+    let refresh_path = format!("/api/v1/sps/{id}/refresh");
+    server.serve(
+        "/wiki-v2.xml",
+        &sp_metadata(WIKI, "https://wiki.sp.test/acs/3"),
+    );
+    for expected in ["replaced", "unchanged"] {
+        let (status, json) = call(&here, &idp, Some(&app), Method::POST, &refresh_path, None).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["outcome"], expected, "{json}");
+        assert_eq!(json["last_error"], Value::Null);
+        assert_eq!(json["sp"]["refresh"]["last_error"], Value::Null);
+    }
+    assert!(d
+        .get_sp(WIKI)
+        .await
+        .unwrap()
+        .unwrap()
+        .metadata_xml
+        .contains("acs/3"));
+    server.answer("/wiki-v2.xml", 500, "");
+    let (status, json) = call(&here, &idp, Some(&app), Method::POST, &refresh_path, None).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["outcome"], "failed");
+    assert!(
+        json["last_error"].as_str().unwrap().contains("500"),
+        "{json}"
+    );
+    let (_, shown) = call(
+        &here,
+        &idp,
+        Some(&app),
+        Method::GET,
+        &format!("/api/v1/sps/{id}"),
+        None,
+    )
+    .await;
+    assert!(
+        shown["refresh"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("500"),
+        "{shown}"
+    );
+    assert!(shown["metadata_xml"].as_str().unwrap().contains("acs/3"));
+
+    // An SP registered from a document has nothing to refresh from.
+    let metadata = fetch_idp_metadata(&idp).await;
+    let uploaded = TestSp::new("uploaded", &metadata, SpOptions::default());
+    idp.register(&uploaded, SpSettings::default(), &[]).await;
+    let uploaded_id = d.get_sp(&uploaded.entity_id).await.unwrap().unwrap().id;
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::POST,
+        &format!("/api/v1/sps/{uploaded_id}/refresh"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{json}");
+    assert_eq!(json["code"], "no_source");
+
+    // Audited with before and after: two creations, one profile change, three refreshes; the refused
+    // requests are not there.
+    let (_, audit) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::GET,
+        "/api/v1/audit?limit=50",
+        None,
+    )
+    .await;
+    let entries = audit.as_array().unwrap();
+    let of = |action: &str| -> Vec<&Value> {
+        entries.iter().filter(|e| e["action"] == action).collect()
+    };
+    assert_eq!(of("sp.create").len(), 2, "{audit}");
+    let profile_changes = of("sp.profile");
+    assert_eq!(profile_changes.len(), 1, "{audit}");
+    assert_eq!(profile_changes[0]["actor"], "user:appy");
+    assert_eq!(profile_changes[0]["target"], format!("sp:{WIKI}"));
+    assert_eq!(profile_changes[0]["before"]["display_name"], "Wiki");
+    assert_eq!(profile_changes[0]["after"]["display_name"], "Team Wiki");
+    let refreshes = of("sp.refresh");
+    assert_eq!(refreshes.len(), 3, "{audit}");
+    // Newest first: the failure is recorded in its "after".
+    assert!(refreshes[0]["after"]["refresh"]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("500"));
+    assert_eq!(refreshes[0]["before"]["refresh"]["last_error"], Value::Null);
+}
+
+#[tokio::test]
+async fn app_admins_get_the_same_404_for_users_outside_their_sps_as_for_unknown_users() {
+    let (idp, _dir, _root) = with_root().await;
+    let here = client_at("127.0.0.1");
+    let metadata = fetch_idp_metadata(&idp).await;
+    let sp = TestSp::new("wiki", &metadata, SpOptions::default());
+    idp.add_user("alice", &[]).await;
+    idp.add_user("stranger", &[]).await;
+    idp.register(&sp, SpSettings::default(), &["alice"]).await;
+    idp.idp.directory.create_group("staff").await.unwrap();
+    idp.add_user("appy", &[]).await;
+    grant(&idp, "appy", AdminRole::AppAdmin, Some(&sp.entity_id)).await;
+    let app = token_for(&idp, "appy", TokenScope::Write).await;
+    let session = format!("/api/v1/users/{{u}}/sessions/{NO_SESSION}");
+    let requests: Vec<(Method, &str, Option<Value>)> = vec![
+        (Method::GET, "/api/v1/users/{u}", None),
+        (
+            Method::PUT,
+            "/api/v1/users/{u}",
+            Some(json!({"email": "x@example.org"})),
+        ),
+        (Method::DELETE, "/api/v1/users/{u}", None),
+        (Method::POST, "/api/v1/users/{u}/disable", None),
+        (Method::POST, "/api/v1/users/{u}/enable", None),
+        (Method::POST, "/api/v1/users/{u}/password", Some(json!({}))),
+        (Method::POST, "/api/v1/users/{u}/mfa/reset", None),
+        (Method::GET, "/api/v1/users/{u}/sessions", None),
+        (Method::DELETE, "/api/v1/users/{u}/sessions", None),
+        (Method::DELETE, &session, None),
+        (Method::PUT, "/api/v1/users/{u}/groups/staff", None),
+        (Method::DELETE, "/api/v1/users/{u}/roles/staff", None),
+    ];
+    for (method, template, body) in requests {
+        let ask = |username: &str| {
+            let path = template.replace("{u}", username);
+            let (here, idp, app, method, body) = (
+                here.clone(),
+                &idp,
+                app.clone(),
+                method.clone(),
+                body.clone(),
+            );
+            async move { call(&here, idp, Some(&app), method, &path, body.as_ref()).await }
+        };
+        let (hidden_status, hidden) = ask("stranger").await;
+        let (unknown_status, unknown) = ask("nobody").await;
+        assert_eq!(hidden_status, StatusCode::NOT_FOUND, "{template}: {hidden}");
+        assert_eq!(
+            unknown_status,
+            StatusCode::NOT_FOUND,
+            "{template}: {unknown}"
+        );
+        // The same body but for the name asked about.
+        assert_eq!(
+            hidden.to_string().replace("stranger", "nobody"),
+            unknown.to_string(),
+            "{template}"
+        );
+        // A user of their SP is visible: read allowed, anything else a plain 403.
+        let (status, json) = ask("alice").await;
+        let expected = if method == Method::GET && !template.ends_with("sessions") {
+            StatusCode::OK
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(status, expected, "{template}: {json}");
+    }
+    // The same for the username of a new admin grant.
+    for (username, expected) in [
+        ("stranger", StatusCode::NOT_FOUND),
+        ("nobody", StatusCode::NOT_FOUND),
+        ("alice", StatusCode::FORBIDDEN),
+    ] {
+        let body = json!({"username": username, "role": "helpdesk"});
+        let (status, json) = call(
+            &here,
+            &idp,
+            Some(&app),
+            Method::POST,
+            "/api/v1/admin-grants",
+            Some(&body),
+        )
+        .await;
+        assert_eq!(status, expected, "{username}: {json}");
+    }
+    // Nothing was changed along the way.
+    let stranger = idp
+        .idp
+        .directory
+        .get_user_by_username("stranger")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stranger.email.as_deref(), Some("stranger@example.org"));
+    assert_eq!(stranger.status, tessera::directory::UserStatus::Active);
 }

@@ -477,6 +477,95 @@ async fn the_console_shows_each_admin_only_what_their_role_allows() {
     assert!(page.body.contains("metadata refused"), "{}", page.body);
     assert_eq!(idp.idp.directory.list_sps().await.unwrap().len(), 2);
 
+    // Edit forms: a policy is created, then replaced; a profile is saved with its extra attributes kept.
+    let form = |fields: &[(&str, &str)]| {
+        let mut form = vec![("csrf_token".to_owned(), csrf.clone())];
+        form.extend(
+            fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        form
+    };
+    let page = root
+        .post(
+            &idp.url("/admin/policies"),
+            &form(&[
+                ("op", "create"),
+                ("name", "tier2"),
+                ("password_min_length", "12"),
+            ]),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Edit tier2"));
+    let page = root
+        .post(
+            &idp.url("/admin/policies"),
+            &form(&[
+                ("op", "save"),
+                ("name", "tier2"),
+                ("password_min_length", "16"),
+                ("session_absolute_secs", "3600"),
+                ("session_idle_secs", "600"),
+            ]),
+        )
+        .await;
+    assert!(page.body.contains("tier2 saved"), "{}", page.body);
+    let policies = idp.idp.directory.list_policies().await.unwrap();
+    let tier2 = &policies.iter().find(|(p, _)| p.name == "tier2").unwrap().0;
+    assert_eq!(
+        (tier2.password_min_length, tier2.session_idle_secs),
+        (16, 600)
+    );
+    let page = root
+        .post(
+            &idp.url("/admin/policies"),
+            &form(&[
+                ("op", "save"),
+                ("name", "tier2"),
+                ("session_absolute_secs", "soon"),
+            ]),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page
+        .text()
+        .contains("Session lifetime must be a whole number"));
+    idp.add_user("erin", &[("title", "Engineer")]).await;
+    let page = root
+        .post(
+            &idp.url("/admin/users/erin"),
+            &form(&[
+                ("op", "profile"),
+                ("display_name", "Erin E."),
+                ("email", "erin@example.org"),
+            ]),
+        )
+        .await;
+    assert!(page.body.contains("Profile of erin saved"), "{}", page.body);
+    let erin = idp
+        .idp
+        .directory
+        .get_user_by_username("erin")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(erin.display_name.as_deref(), Some("Erin E."));
+    assert_eq!(erin.attributes["title"], vec!["Engineer".to_owned()]);
+    let audit = idp.idp.directory.admin_audit(100).await.unwrap();
+    let update = audit.iter().find(|e| e.action == "policy.update").unwrap();
+    assert!(update
+        .before
+        .as_deref()
+        .unwrap()
+        .contains("\"password_min_length\":12"));
+    assert!(update
+        .after
+        .as_deref()
+        .unwrap()
+        .contains("\"password_min_length\":16"));
+
     // And a one-time password is shown once on creation.
     let page = root
         .post(

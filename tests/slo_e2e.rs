@@ -1285,7 +1285,8 @@ async fn front_channel_hang_and_forgery_partial() {
     .unwrap();
     let refused = Browser::new().get(&url).await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
-    // good's validly signed answer to the request sent to the hanging SP: not good's to give.
+    // Answers to the request sent to the hanging SP that are not the hanging SP's own signed one: one
+    // naming good as Issuer (signed with the hanging SP's key even), and the right Issuer unsigned.
     let to_hanging = Browser::new().get(&round.frames[1]).await;
     let location = to_hanging.location().unwrap();
     let (_, query) = location.split_once('?').unwrap();
@@ -1305,7 +1306,22 @@ async fn front_channel_hang_and_forgery_partial() {
         cross.to_element().to_xml().as_bytes(),
         None,
         &w.slo_url(),
-        Some((good.key.private_key(), good.key.algorithm())),
+        Some((hanging.key.private_key(), hanging.key.algorithm())),
+    )
+    .unwrap();
+    let refused = Browser::new().get(&url).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    let unsigned = LogoutResponse {
+        id: random_id(),
+        issuer: hanging.entity_id.clone(),
+        ..cross
+    };
+    let url = encode_redirect(
+        MessageKind::Response,
+        unsigned.to_element().to_xml().as_bytes(),
+        None,
+        &w.slo_url(),
+        None,
     )
     .unwrap();
     let refused = Browser::new().get(&url).await;

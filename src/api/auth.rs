@@ -286,9 +286,10 @@ pub enum Action<'a> {
     ListSps,
     /// Read one SP (by entityID) and its assigned users.
     ReadSp(&'a str),
-    /// Change one SP: settings, metadata, enabled, assignments.
+    /// Change one SP: settings, profile (name, logo, metadata source), metadata and its refresh,
+    /// enabled, assignments.
     ManageSp(&'a str),
-    /// Register or delete SPs.
+    /// Register (from metadata or a metadata URL) or delete SPs.
     CreateOrDeleteSp,
     /// List admin grants.
     ReadGrants,

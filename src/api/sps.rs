@@ -369,7 +369,15 @@ async fn register_sp_from_url(
     let mut out = Vec::new();
     for sp in &sps {
         let created = sp_out(sp, false);
-        audit(&idp, &actor, "sp.create", &target(sp), NOTHING, Some(&created)).await?;
+        audit(
+            &idp,
+            &actor,
+            "sp.create",
+            &target(sp),
+            NOTHING,
+            Some(&created),
+        )
+        .await?;
         out.push(created);
     }
     Ok((StatusCode::CREATED, ApiJson(out)))

@@ -171,7 +171,11 @@ pub(super) async fn visible_user(
         .get_user_by_username(username)
         .await?
         .ok_or_else(hidden)?;
-    if !actor.sees_all_users() && authorize(idp, actor, Action::ReadUser(&user)).await.is_err() {
+    if !actor.sees_all_users()
+        && authorize(idp, actor, Action::ReadUser(&user))
+            .await
+            .is_err()
+    {
         return Err(hidden());
     }
     Ok(user)

@@ -82,6 +82,14 @@ pub fn bucket_name(bucket: Bucket) -> &'static str {
     }
 }
 
+/// Where an outcome's stored form sorts: [`Outcome::ALL`]'s order, unknown words after, by name.
+fn rank(outcome: &str) -> (usize, String) {
+    let position = Outcome::parse(outcome)
+        .and_then(|k| Outcome::ALL.iter().position(|a| *a == k))
+        .unwrap_or(Outcome::ALL.len());
+    (position, outcome.to_owned())
+}
+
 /// The dashboard's aggregates of the events matching `filter`.
 pub async fn summary(
     directory: &Directory,
@@ -110,13 +118,14 @@ pub async fn summary(
             None => totals.push((outcome, n)),
         }
     }
-    // Known outcomes in their fixed order, then any other stored word (older rows) by name.
-    totals.sort_by_key(|(o, _)| {
-        let rank = Outcome::parse(o).map_or(Outcome::ALL.len(), |k| {
-            Outcome::ALL.iter().position(|a| *a == k).unwrap_or(0)
-        });
-        (rank, o.clone())
-    });
+    // Known outcomes in their fixed order (success first: the bottom of a stacked bar), then any
+    // other stored word (older rows) by name.
+    totals.sort_by_key(|(o, _)| rank(o));
+    for bucket in &mut over_time {
+        bucket
+            .counts
+            .sort_by_key(|c| rank(c.key.as_deref().unwrap_or_default()));
+    }
     let total = totals.iter().map(|(_, n)| n).sum();
     let by_outcome = totals
         .into_iter()

@@ -24,6 +24,9 @@ pub(super) struct UserRow {
     pub groups: Vec<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Extra attributes, kept as they are when the profile form is saved.
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A group or a role.
@@ -147,13 +150,20 @@ pub struct UserActionForm {
     /// The page's double-submit token (missing: refused like a wrong one).
     #[serde(default)]
     csrf_token: String,
-    /// `disable`, `enable`, `reset_password`, `reset_mfa`, `end_sessions`, `add_group`,
+    /// `profile`, `disable`, `enable`, `reset_password`, `reset_mfa`, `end_sessions`, `add_group`,
     /// `remove_group`, `add_role`, `remove_role`.
     #[serde(default)]
     op: String,
     /// The group or role.
     #[serde(default)]
     name: String,
+    /// The profile (`op=profile`).
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    department: String,
 }
 
 async fn user_page(console: Console, username: &str, flash: Flash) -> Response {
@@ -255,6 +265,21 @@ pub async fn user_submit(
                 .await;
             Flash::of(done, |_| format!("User {username}: {}d.", form.op))
         }
+        "profile" => match console.get::<UserRow>(&base).await {
+            Err(f) => Flash::refused(f),
+            Ok(current) => {
+                let body = json!({
+                    "email": optional(&form.email),
+                    "display_name": optional(&form.display_name),
+                    "department": optional(&form.department),
+                    "attributes": current.attributes,
+                });
+                let done = console
+                    .change::<Value>(Method::PUT, &base, token, Some(body))
+                    .await;
+                Flash::of(done, |_| format!("Profile of {username} saved."))
+            }
+        },
         "reset_password" => {
             let done = console
                 .change::<Value>(

@@ -104,7 +104,8 @@ struct EventRow {
 struct LoginsPage {
     l: Layout,
     f: FormValues,
-    outcomes: Vec<&'static str>,
+    /// The outcome choices, and whether each is the one filtered on.
+    outcomes: Vec<(&'static str, bool)>,
     csv_href: String,
     total: i64,
     chart: Chart,
@@ -145,24 +146,30 @@ pub(super) async fn page(console: Console, RawQuery(raw): RawQuery) -> Response 
     if !from_given {
         f.from = minute(now - DEFAULT_PERIOD_MS);
     }
-    let mut qs = url::form_urlencoded::Serializer::new(String::new());
-    for (key, value) in [
-        ("user", &f.user),
-        ("outcome", &f.outcome),
-        ("kind", &f.kind),
-        ("from", &f.from),
-        ("to", &f.to),
-        ("address", &f.address),
-        ("sp", &f.sp),
-        ("country", &f.country),
-    ] {
-        if !value.is_empty() {
-            qs.append_pair(key, value);
+    // The filters as a query string (a block: the serializer is not Send).
+    let qs = {
+        let mut qs = url::form_urlencoded::Serializer::new(String::new());
+        for (key, value) in [
+            ("user", &f.user),
+            ("outcome", &f.outcome),
+            ("kind", &f.kind),
+            ("from", &f.from),
+            ("to", &f.to),
+            ("address", &f.address),
+            ("sp", &f.sp),
+            ("country", &f.country),
+        ] {
+            if !value.is_empty() {
+                qs.append_pair(key, value);
+            }
         }
-    }
-    let qs = qs.finish();
+        qs.finish()
+    };
     let mut flash = Flash::default();
-    let summary = match console.get::<Summary>(&format!("/logins/summary?{qs}")).await {
+    let summary = match console
+        .get::<Summary>(&format!("/logins/summary?{qs}"))
+        .await
+    {
         Ok(s) => Some(s),
         Err(failure) => {
             flash = Flash::refused(failure);
@@ -196,7 +203,12 @@ pub(super) async fn page(console: Console, RawQuery(raw): RawQuery) -> Response 
     let pairs = |counts: &[Count]| -> Vec<(String, i64)> {
         counts
             .iter()
-            .map(|c| (c.key.clone().unwrap_or_else(|| "unknown".to_owned()), c.count))
+            .map(|c| {
+                (
+                    c.key.clone().unwrap_or_else(|| "unknown".to_owned()),
+                    c.count,
+                )
+            })
             .collect()
     };
     let events = events
@@ -223,7 +235,10 @@ pub(super) async fn page(console: Console, RawQuery(raw): RawQuery) -> Response 
         .collect();
     let page = LoginsPage {
         l: console.layout(Section::Logins, &flash).await,
-        outcomes: Outcome::ALL.iter().map(|o| o.as_str()).collect(),
+        outcomes: Outcome::ALL
+            .iter()
+            .map(|o| (o.as_str(), o.as_str() == f.outcome))
+            .collect(),
         csv_href: format!("{}/logins?{qs}&format=csv", crate::api::PREFIX),
         total: summary.total,
         top_users: pairs(&summary.top_failing_users),

@@ -140,6 +140,13 @@ struct PolicyRow {
     managed_by: String,
 }
 
+impl PolicyRow {
+    /// Whether the policy accepts second-factor method `method`.
+    fn has(&self, method: &str) -> bool {
+        self.mfa_methods.iter().any(|m| m == method)
+    }
+}
+
 /// A policy assignment as the API lists it.
 #[derive(Deserialize)]
 struct AssignmentRow {
@@ -163,7 +170,7 @@ pub struct PolicyForm {
     /// The page's double-submit token (missing: refused like a wrong one).
     #[serde(default)]
     csrf_token: String,
-    /// `create`, `delete`, `assign`, `unassign`.
+    /// `create`, `save` (replace), `delete`, `assign`, `unassign`.
     #[serde(default)]
     op: String,
     #[serde(default)]
@@ -276,6 +283,20 @@ pub async fn policies_submit(
                     )
                     .await,
                 |_| format!("Security policy {name} created."),
+            ),
+        },
+        "save" => match policy_of(&form) {
+            Err(message) => Flash::invalid(message),
+            Ok(body) => Flash::of(
+                console
+                    .change::<Value>(
+                        Method::PUT,
+                        &format!("/policies/{}{confirm}", segment(name)),
+                        token,
+                        Some(body),
+                    )
+                    .await,
+                |_| format!("Security policy {name} saved."),
             ),
         },
         "delete" => Flash::of(
