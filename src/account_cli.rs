@@ -33,7 +33,8 @@ pub enum AccountCommand {
         #[arg(long)]
         by: Option<String>,
     },
-    /// Lift the lock that repeated failed recovery attempts put on a user (Redis sessions only).
+    /// Lift the lock that repeated failed recovery attempts put on a user (Redis sessions only; the
+    /// admin API's `POST /api/v1/users/{username}/unlock` works with any backend).
     UnlockRecovery { username: String },
 }
 
@@ -197,7 +198,9 @@ pub async fn run(
         AccountCommand::UnlockRecovery { username } => {
             let Some(store) = redis(config).await? else {
                 return Err(
-                    "recovery locks are in the server's memory; they end by themselves".to_owned(),
+                    "recovery locks are in the server's memory; they end by themselves, or lift \
+                     them with POST /api/v1/users/NAME/unlock (or the console's Unlock button)"
+                        .to_owned(),
                 );
             };
             tessera::web::unlock_recovery(&store, &username)

@@ -373,6 +373,10 @@ impl Config {
             let Some(key) = var.strip_prefix("TESSERA_") else {
                 continue;
             };
+            // TESSERA_CONFIG names the file itself (`--config`), it is not a setting.
+            if key == "CONFIG" {
+                continue;
+            }
             let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
             set_path(&mut table, &path, &value).map_err(|message| Error::Env {
                 var: var.clone(),
@@ -596,6 +600,13 @@ mod tests {
         assert_eq!(c.session.backend, SessionBackend::Redis);
         assert_eq!(c.saml.clock_skew_secs, 30);
         assert!(c.secure_cookies());
+    }
+
+    #[test]
+    fn the_config_file_variable_is_not_a_setting() {
+        let c =
+            Config::load_with_env(None, env(&[("TESSERA_CONFIG", "/etc/tessera.toml")])).unwrap();
+        assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
     }
 
     #[test]

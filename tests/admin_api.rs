@@ -314,6 +314,19 @@ const MATRIX: &[MatrixRow] = &[
         None,
         [200, 200, 403, 200],
     ),
+    // Unlocking: the same admins as a password reset; an address, the admins who see every user.
+    row(
+        "POST",
+        "/api/v1/users/t-{r}/unlock",
+        None,
+        [200, 200, 403, 200],
+    ),
+    row(
+        "POST",
+        "/api/v1/addresses/198.51.100.7/unlock",
+        None,
+        [200, 200, 403, 200],
+    ),
     row(
         "GET",
         "/api/v1/users/t-{r}/sessions",
@@ -2134,4 +2147,242 @@ async fn app_admins_get_the_same_404_for_users_outside_their_sps_as_for_unknown_
         .unwrap();
     assert_eq!(stranger.email.as_deref(), Some("stranger@example.org"));
     assert_eq!(stranger.status, tessera::directory::UserStatus::Active);
+}
+
+/// Signs in on the login form of `idp` from `browser` and returns the status (303: signed in, 401:
+/// wrong password, 429: locked out).
+async fn sign_in_status(idp: &TestIdp, browser: &Browser, username: &str, password: &str) -> u16 {
+    let form = browser.get(&idp.url("/login")).await;
+    browser
+        .submit_login(idp, &form, username, password)
+        .await
+        .status
+        .as_u16()
+}
+
+#[tokio::test]
+async fn helpdesk_unlocks_a_locked_out_user_and_address_through_the_api_and_it_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    // A memory store: the CLI cannot reach it, the API can.
+    let idp = TestIdp::start_configured(dir.path(), &Store::Memory, "127.0.0.1", |c| {
+        c.lockout.lockout_after = 3;
+        c.lockout.slowdown_after = 100;
+        c.lockout.slowdown_ms = 1;
+        c.lockout.address_lockout_after = 6;
+    })
+    .await;
+    let password = common::idp::PASSWORD;
+    for name in ["root", "help", "boss", "alice", "bob"] {
+        idp.add_user(name, &[]).await;
+    }
+    grant(&idp, "root", AdminRole::SuperAdmin, None).await;
+    grant(&idp, "help", AdminRole::Helpdesk, None).await;
+    grant(&idp, "boss", AdminRole::OrgAdmin, None).await;
+    let root = token_for(&idp, "root", TokenScope::Write).await;
+    let help = token_for(&idp, "help", TokenScope::Write).await;
+    let api = client_at("127.0.0.1");
+
+    // Three wrong passwords, then even the right one is refused.
+    let alice_browser = Browser::from_address(ip("127.0.0.3"));
+    for _ in 0..3 {
+        assert_eq!(
+            sign_in_status(&idp, &alice_browser, "alice", "wrong").await,
+            401
+        );
+    }
+    assert_eq!(
+        sign_in_status(&idp, &alice_browser, "alice", password).await,
+        429
+    );
+    let (status, user) = call(
+        &api,
+        &idp,
+        Some(&help),
+        Method::GET,
+        "/api/v1/users/alice",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{user}");
+    assert_eq!(user["locked"], true, "{user}");
+
+    let (status, out) = call(
+        &api,
+        &idp,
+        Some(&help),
+        Method::POST,
+        "/api/v1/users/alice/unlock",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["sign_in_locked"], true, "{out}");
+    assert_eq!(out["recovery_failures_cleared"], true, "{out}");
+    let (_, user) = call(
+        &api,
+        &idp,
+        Some(&help),
+        Method::GET,
+        "/api/v1/users/alice",
+        None,
+    )
+    .await;
+    assert_eq!(user["locked"], false, "{user}");
+    assert_eq!(
+        sign_in_status(&idp, &alice_browser, "alice", password).await,
+        303
+    );
+    // Unlocking again says nothing was locked.
+    let (status, out) = call(
+        &api,
+        &idp,
+        Some(&help),
+        Method::POST,
+        "/api/v1/users/alice/unlock",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &out["sign_in_locked"]),
+        (StatusCode::OK, &json!(false))
+    );
+
+    // Helpdesk may not unlock an admin (as for a password reset); a super admin may.
+    let (status, out) = call(
+        &api,
+        &idp,
+        Some(&help),
+        Method::POST,
+        "/api/v1/users/boss/unlock",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{out}");
+    let (status, _) = call(
+        &api,
+        &idp,
+        Some(&root),
+        Method::POST,
+        "/api/v1/users/boss/unlock",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, out) = call(
+        &api,
+        &idp,
+        Some(&help),
+        Method::POST,
+        "/api/v1/users/nobody/unlock",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{out}");
+
+    // The console's Unlock button (the helpdesk's browser session, through the API in-process).
+    // A fresh browser: the one above is signed in now.
+    let alice_browser = Browser::from_address(ip("127.0.0.5"));
+    for _ in 0..3 {
+        assert_eq!(
+            sign_in_status(&idp, &alice_browser, "alice", "wrong").await,
+            401
+        );
+    }
+    assert_eq!(
+        sign_in_status(&idp, &alice_browser, "alice", password).await,
+        429
+    );
+    let console = Browser::new();
+    console.sign_in(&idp, "help").await;
+    let page = console.get(&idp.url("/admin/users/alice")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("id=\"locked\""), "{}", page.body);
+    let csrf = page.field("csrf_token").unwrap();
+    let page = console
+        .post(
+            &idp.url("/admin/users/alice"),
+            &[
+                ("csrf_token".to_owned(), csrf),
+                ("op".to_owned(), "unlock".to_owned()),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("alice unlocked"), "{}", page.body);
+    assert!(!page.body.contains("id=\"locked\""), "{}", page.body);
+    assert_eq!(
+        sign_in_status(&idp, &alice_browser, "alice", password).await,
+        303
+    );
+
+    // An address that tried six usernames is locked for everyone behind it, until unlocked.
+    let sprayer = Browser::from_address(ip("127.0.0.4"));
+    for n in 0..6 {
+        assert_eq!(
+            sign_in_status(&idp, &sprayer, &format!("u{n}"), "Winter2024!").await,
+            401
+        );
+    }
+    assert_eq!(sign_in_status(&idp, &sprayer, "bob", password).await, 429);
+    let (status, out) = call(
+        &api,
+        &idp,
+        Some(&help),
+        Method::POST,
+        "/api/v1/addresses/not-an-ip/unlock",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, out["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_request")),
+        "{out}"
+    );
+    let (status, out) = call(
+        &api,
+        &idp,
+        Some(&help),
+        Method::POST,
+        "/api/v1/addresses/::ffff:127.0.0.4/unlock",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out, json!({"address": "127.0.0.4", "sign_in_locked": true}));
+    assert_eq!(sign_in_status(&idp, &sprayer, "bob", password).await, 303);
+
+    // Each unlock is in the audit trail, with who did it and what was locked; the refused one is not.
+    let (status, audit) = call(
+        &api,
+        &idp,
+        Some(&root),
+        Method::GET,
+        "/api/v1/audit?limit=50",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let entries = audit.as_array().unwrap();
+    let of = |action: &str, target: &str| -> Vec<&Value> {
+        entries
+            .iter()
+            .filter(|e| e["action"] == action && e["target"] == target)
+            .collect()
+    };
+    let alice = of("user.unlock", "user:alice");
+    assert_eq!(alice.len(), 3, "{audit}");
+    let first = alice
+        .iter()
+        .find(|e| e["before"]["sign_in_locked"] == true)
+        .unwrap();
+    assert_eq!(first["actor"], "user:help");
+    assert_eq!(first["client_ip"], "127.0.0.1");
+    assert_eq!(first["after"]["sign_in_locked"], false);
+    let boss = of("user.unlock", "user:boss");
+    assert_eq!(boss.len(), 1, "{audit}");
+    assert_eq!(boss[0]["actor"], "user:root");
+    let address = of("address.unlock", "address:127.0.0.4");
+    assert_eq!(address.len(), 1, "{audit}");
+    assert_eq!(address[0]["before"]["sign_in_locked"], true);
+    idp.stop().await;
 }

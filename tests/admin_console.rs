@@ -566,6 +566,49 @@ async fn the_console_shows_each_admin_only_what_their_role_allows() {
         .unwrap()
         .contains("\"password_min_length\":16"));
 
+    // Fixed-value release rules survive the settings form, both ways.
+    let id = idp
+        .idp
+        .directory
+        .get_sp(&mine.entity_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let url = idp.url(&format!("/admin/sps/{id}"));
+    let page = root
+        .post(
+            &url,
+            &[
+                ("csrf_token".to_owned(), csrf.clone()),
+                ("op".to_owned(), "settings".to_owned()),
+                ("sign_assertion".to_owned(), "on".to_owned()),
+                (
+                    "attribute_release".to_owned(),
+                    "=acme,beta tenant Tenant\nmail urn:oid:0.9.2342.19200300.100.1.3".to_owned(),
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let stored = idp
+        .idp
+        .directory
+        .get_sp(&mine.entity_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .settings
+        .attribute_release;
+    assert_eq!(stored[0].static_values, vec!["acme", "beta"]);
+    assert_eq!(stored[1].user_attribute, "mail");
+    let page = root.get(&url).await;
+    assert!(
+        page.body.contains("=acme,beta tenant Tenant"),
+        "{}",
+        page.body
+    );
+
     // And a one-time password is shown once on creation.
     let page = root
         .post(

@@ -452,6 +452,35 @@ async fn the_dashboard_in_chromium_shows_the_numbers_of_a_scripted_mix() {
             && csv.contains("format=csv"),
         "{csv}"
     );
+    // The link downloads that CSV with the admin's browser session (fetched here with Chromium's
+    // cookies: the page's Content-Security-Policy lets no script fetch anything).
+    let cookies = browser
+        .command(reqwest::Method::GET, "/cookie", None)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}={}",
+                c["name"].as_str().unwrap(),
+                c["value"].as_str().unwrap()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let response = Browser::new()
+        .client
+        .get(idp.url(csv))
+        .header(reqwest::header::COOKIE, cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(text.starts_with("time_utc,"), "{text}");
+    assert_eq!(text.lines().count(), 1 + 5, "{text}");
+    assert_eq!(text.matches(",alice,").count(), 5, "{text}");
     let shot = screenshot_dir().join("dashboard-filtered.png");
     browser.screenshot(&shot).await;
     browser.quit().await;

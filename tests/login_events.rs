@@ -579,6 +579,46 @@ async fn every_outcome_is_recorded_with_its_reason_location_and_device_and_nothi
     idp.stop().await;
 }
 
+/// "My sessions" says where each session was started: the city and country of a public address from
+/// the GeoIP database, the label of a private or loopback one, "unknown" for an address the database
+/// does not cover.
+#[tokio::test]
+async fn my_sessions_shows_where_each_session_was_started() {
+    let dir = TempDir::new().unwrap();
+    let idp = start(&dir, &Store::Memory, |_| {}).await;
+    idp.add_user("alice", &[]).await;
+    let paris = browser_at("203.0.113.9", CHROME_WINDOWS);
+    for (address, browser) in [
+        ("203.0.113.9", &paris),
+        ("2001:db8::5", &browser_at("2001:db8::5", FIREFOX_LINUX)),
+        ("10.1.2.3", &browser_at("10.1.2.3", FIREFOX_LINUX)),
+        ("192.0.2.1", &browser_at("192.0.2.1", FIREFOX_LINUX)),
+        // No X-Forwarded-For: the address is the proxy's own, 127.0.0.1.
+        ("127.0.0.1", &Browser::new()),
+    ] {
+        let page = login(&idp, browser, "alice", PASSWORD).await;
+        assert_eq!(
+            page.status,
+            StatusCode::SEE_OTHER,
+            "{address}: {}",
+            page.body
+        );
+    }
+    let page = paris.get(&idp.url("/sessions")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for (address, location) in [
+        ("203.0.113.9", "Paris, FR"),
+        ("2001:db8::5", "Berlin, DE"),
+        ("10.1.2.3", "private network"),
+        ("192.0.2.1", "unknown"),
+        ("127.0.0.1", "loopback"),
+    ] {
+        let row = format!("<td>{address}</td>\n  <td>{location}</td>");
+        assert!(page.body.contains(&row), "{row:?} not in {}", page.body);
+    }
+    idp.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The recorder and the queries, on a directory of their own.
 

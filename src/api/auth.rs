@@ -276,8 +276,12 @@ pub enum Action<'a> {
     CreateUser,
     /// Change, disable, enable or delete a user, or their group and role memberships.
     ManageUser(&'a User),
-    /// Reset a password or the second factors, list or end sessions.
+    /// Reset a password or the second factors, lift the sign-in and recovery lockouts, list or end
+    /// sessions.
     SupportUser(&'a User),
+    /// Lift the sign-in lockout of a client address (it affects whoever signs in from there, so only
+    /// the admins who see every user may).
+    UnlockAddress,
     /// Groups and roles: list, create, delete.
     ManageDirectory,
     /// IP rules, security policies, their assignments, and explanations of decisions.
@@ -334,6 +338,7 @@ pub async fn authorize(idp: &AppState, actor: &Actor, action: Action<'_>) -> Res
             sup || (org && !holds(idp, u.id, Some(SuperAdmin)).await?)
                 || (helpdesk && !holds(idp, u.id, None).await?)
         }
+        Action::UnlockAddress => sup || org || helpdesk,
         Action::ListSps => true,
         Action::ReadSp(sp) | Action::ManageSp(sp) => sup || org || actor.app_sps().contains(&sp),
         Action::CreateOrDeleteSp | Action::ReadGrants | Action::ReadAudit => sup || org,

@@ -16,6 +16,7 @@ mod grants;
 pub mod logins;
 mod policy;
 mod sps;
+mod unlock;
 mod users;
 
 use axum::extract::{FromRequest, FromRequestParts};
@@ -75,6 +76,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(assignment_rules::routes())
         .merge(sps::routes())
         .merge(logins::routes())
+        .merge(unlock::routes())
 }
 
 /// The OpenAPI document of every route of [`router`].

@@ -47,6 +47,8 @@ pub struct UserOut {
     pub attributes: BTreeMap<String, Vec<String>>,
     pub groups: Vec<String>,
     pub roles: Vec<String>,
+    /// Whether sign-in is locked out now (too many wrong passwords); `POST .../unlock` lifts it.
+    pub locked: bool,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -184,6 +186,7 @@ pub(super) async fn visible_user(
 pub(super) async fn user_out(idp: &AppState, user: User) -> Result<UserOut, ApiError> {
     let groups = idp.directory.groups_of(&user.username).await?;
     let roles = idp.directory.roles_of(&user.username).await?;
+    let locked = crate::events::lockout::user_locked(idp.sessions.as_ref(), &user.username).await?;
     Ok(UserOut {
         id: user.id,
         status: user.status.as_str().to_owned(),
@@ -194,6 +197,7 @@ pub(super) async fn user_out(idp: &AppState, user: User) -> Result<UserOut, ApiE
         attributes: user.attributes,
         groups: groups.into_iter().map(|g| g.name).collect(),
         roles: roles.into_iter().map(|r| r.name).collect(),
+        locked,
         created_at: user.created_at,
         updated_at: user.updated_at,
     })

@@ -13,7 +13,9 @@
 //! most ten times that). Past `lockout_after` (or `address_lockout_after`) the attempt is refused
 //! without looking at the password, and a lock marker keeps the user (or address) locked for
 //! `lockout_secs` from then, or until the counting window ends if that is later. An administrator
-//! lifts it with `tessera user unlock` / `tessera unlock-address`.
+//! lifts it with `tessera user unlock` / `tessera unlock-address` (Redis sessions only), or with
+//! `POST /api/v1/users/{username}/unlock` / `POST /api/v1/addresses/{ip}/unlock` and the console's
+//! Unlock button, which reach the server's own store whatever the backend.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -132,6 +134,14 @@ pub async fn unlock_address(store: &dyn SessionStore, ip: IpAddr) -> Result<(), 
 pub async fn user_locked(store: &dyn SessionStore, username: &str) -> Result<bool, Error> {
     Ok(store
         .get_temp(LOCK_NAMESPACE, &user_key(username))
+        .await?
+        .is_some())
+}
+
+/// Whether the address is locked right now (a lock marker is set).
+pub async fn address_locked(store: &dyn SessionStore, ip: IpAddr) -> Result<bool, Error> {
+    Ok(store
+        .get_temp(LOCK_NAMESPACE, &address_key(ip))
         .await?
         .is_some())
 }

@@ -15,6 +15,7 @@ use super::login::csrf_token;
 use super::pages::html;
 use super::{client_ip, current_session, set_cookie, AppState, WebError, CSRF_COOKIE};
 use crate::directory::{self, PasswordCheck};
+use crate::events::{Enricher, LOOPBACK, PRIVATE};
 use crate::idp::{Idp, SsoError};
 use crate::session::{Session, SessionId, SessionKey};
 
@@ -26,8 +27,9 @@ pub struct SessionRow {
     pub device: String,
     /// The client address at sign-in.
     pub address: String,
-    /// Where the address is; only private/loopback addresses are known until geolocation exists.
-    pub location: &'static str,
+    /// Where the address is ("City, CC", "private network", "loopback" or "unknown"), from the events
+    /// recorder's GeoIP lookup, so the person can spot a session started somewhere they have not been.
+    pub location: String,
     /// Sign-in time (UTC).
     pub started: String,
     /// Last use (UTC).
@@ -161,21 +163,17 @@ pub fn device_label(user_agent: &str) -> String {
     format!("{browser} on {os}")
 }
 
-/// The location of an address: private and loopback ranges are named, anything else is unknown
-/// until geolocation is added.
-pub fn location_of(ip: IpAddr) -> &'static str {
-    let local = match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local(),
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            // fc00::/7 unique local (RFC 4193), fe80::/10 link-local (RFC 4291 2.5.6).
-            v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-    };
-    if local {
-        "private/loopback address"
-    } else {
-        "unknown"
+/// The location of an address as the "My sessions" page shows it: loopback and private ranges are
+/// named, a public address is "City, CC" (or whichever of the two the `[events] geoip_database`
+/// knows), and anything else is "unknown".
+pub fn location_of(enricher: &Enricher, ip: IpAddr) -> String {
+    let location = enricher.locate(ip);
+    match (location.city, location.country) {
+        (_, Some(label)) if label == LOOPBACK => "loopback".to_owned(),
+        (_, Some(label)) if label == PRIVATE => "private network".to_owned(),
+        (Some(city), Some(country)) => format!("{city}, {country}"),
+        (Some(place), None) | (None, Some(place)) => place,
+        (None, None) => "unknown".to_owned(),
     }
 }
 
@@ -219,7 +217,7 @@ async fn sessions_page(
             key: s.key.to_string(),
             device: device_label(&s.session.user_agent),
             address: s.session.client_ip.to_canonical().to_string(),
-            location: location_of(s.session.client_ip),
+            location: location_of(idp.events.enricher(), s.session.client_ip),
             started: format_time(s.session.created_at),
             last_used: format_time(s.session.last_seen),
             apps: if s.session.sp_sessions.is_empty() {
@@ -445,23 +443,29 @@ mod tests {
 
     #[test]
     fn private_addresses_are_located() {
-        for local in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
+        let enricher = Enricher::without_geo();
+        for (local, label) in [
+            ("127.0.0.1", "loopback"),
+            ("::1", "loopback"),
+            ("10.1.2.3", "private network"),
+            ("192.168.0.1", "private network"),
+            ("fd00::1", "private network"),
+            ("fe80::1", "private network"),
+            ("::ffff:10.0.0.1", "private network"),
         ] {
             assert_eq!(
-                location_of(local.parse().unwrap()),
-                "private/loopback address",
+                location_of(&enricher, local.parse().unwrap()),
+                label,
                 "{local}"
             );
         }
+        // Without a GeoIP database a public address is unknown.
         for public in ["8.8.8.8", "2001:db8::1", "::ffff:1.1.1.1"] {
-            assert_eq!(location_of(public.parse().unwrap()), "unknown", "{public}");
+            assert_eq!(
+                location_of(&enricher, public.parse().unwrap()),
+                "unknown",
+                "{public}"
+            );
         }
     }
 }

@@ -11,7 +11,7 @@
 //! Every step is recorded as a login event. Each answer or code submitted counts, before it is checked,
 //! against two atomic counters in the session store, one per username and one per client address; past
 //! `recovery.max_failures` within `recovery.lockout_secs` recovery is locked for them
-//! (`tessera user unlock-recovery` lifts the user's lock). An unknown username gets questions from the
+//! (`tessera user unlock-recovery`, or `POST /api/v1/users/{username}/unlock`, lifts the user's lock). An unknown username gets questions from the
 //! catalogue chosen by a keyed hash of the name, costs the same argon2 work, and always fails, so the
 //! pages do not tell whether an account exists.
 
@@ -261,7 +261,8 @@ fn ip_counter(ip: IpAddr) -> String {
     format!("recovery-fail:ip:{ip}")
 }
 
-/// Lifts the recovery lock of `username` (an administrator, `tessera user unlock-recovery`).
+/// Lifts the recovery lock of `username` (an administrator: `tessera user unlock-recovery`, or the
+/// admin API's user unlock).
 pub async fn unlock_recovery(
     store: &dyn SessionStore,
     username: &str,

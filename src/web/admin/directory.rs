@@ -27,6 +27,10 @@ pub(super) struct UserRow {
     /// Extra attributes, kept as they are when the profile form is saved.
     #[serde(default)]
     pub attributes: std::collections::BTreeMap<String, Vec<String>>,
+    /// Sign-in is locked out (too many wrong passwords): the user page then says so by the Unlock
+    /// button.
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// A group or a role.
@@ -150,8 +154,8 @@ pub struct UserActionForm {
     /// The page's double-submit token (missing: refused like a wrong one).
     #[serde(default)]
     csrf_token: String,
-    /// `profile`, `disable`, `enable`, `reset_password`, `reset_mfa`, `end_sessions`, `add_group`,
-    /// `remove_group`, `add_role`, `remove_role`.
+    /// `profile`, `disable`, `enable`, `reset_password`, `reset_mfa`, `unlock`, `end_sessions`,
+    /// `add_group`, `remove_group`, `add_role`, `remove_role`.
     #[serde(default)]
     op: String,
     /// The group or role.
@@ -307,6 +311,18 @@ pub async fn user_submit(
                     v["webauthn"],
                     v["recovery_codes"]
                 )
+            })
+        }
+        "unlock" => {
+            let done = console
+                .change::<Value>(Method::POST, &format!("{base}/unlock"), token, None)
+                .await;
+            Flash::of(done, |v| {
+                if v["sign_in_locked"] == json!(true) {
+                    format!("{username} unlocked: sign-in and account recovery work again.")
+                } else {
+                    format!("{username} was not locked out of sign-in; failed recovery attempts cleared.")
+                }
             })
         }
         "end_sessions" => {

@@ -23,7 +23,9 @@ const MAX_METADATA: usize = 1024 * 1024;
 /// One attribute released to an SP.
 #[derive(Debug, Deserialize)]
 struct ReleaseRow {
-    user_attribute: String,
+    user_attribute: Option<String>,
+    #[serde(default)]
+    static_values: Vec<String>,
     saml_name: String,
     name_format: Option<String>,
     friendly_name: Option<String>,
@@ -225,9 +227,16 @@ async fn detail_page(console: Console, id: i64, flash: Flash) -> Response {
         .settings
         .attribute_release
         .iter()
-        .map(|r| match &r.friendly_name {
-            Some(f) => format!("{} {} {f}", r.user_attribute, r.saml_name),
-            None => format!("{} {}", r.user_attribute, r.saml_name),
+        .map(|r| {
+            // A fixed-value rule is written `=value,value` in the source column.
+            let source = match &r.user_attribute {
+                Some(attribute) if r.static_values.is_empty() => attribute.clone(),
+                _ => format!("={}", r.static_values.join(",")),
+            };
+            match &r.friendly_name {
+                Some(f) => format!("{source} {} {f}", r.saml_name),
+                None => format!("{source} {}", r.saml_name),
+            }
         })
         .collect::<Vec<_>>()
         .join("\n");
@@ -268,18 +277,24 @@ fn settings_of(form: &SpForm, current: &SpRow) -> Result<Value, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             [] => {}
-            [user_attribute, saml_name, friendly @ ..] => {
+            [source, saml_name, friendly @ ..] => {
                 let existing = current
                     .settings
                     .attribute_release
                     .iter()
                     .find(|r| r.saml_name == *saml_name);
-                release.push(json!({
-                    "user_attribute": user_attribute,
+                let mut rule = json!({
                     "saml_name": saml_name,
                     "name_format": existing.and_then(|r| r.name_format.clone()),
                     "friendly_name": if friendly.is_empty() { None } else { Some(friendly.join(" ")) },
-                }));
+                });
+                match source.strip_prefix('=') {
+                    Some(values) => {
+                        rule["static_values"] = json!(values.split(',').collect::<Vec<_>>())
+                    }
+                    None => rule["user_attribute"] = json!(source),
+                }
+                release.push(rule);
             }
             [_] => {
                 return Err(format!(
