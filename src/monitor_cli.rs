@@ -88,6 +88,7 @@ impl FilterArgs {
             address: self.address.map(|n| n.trunc()),
             sp: self.sp,
             country: self.country,
+            anomaly: false,
             visible_sps: None,
         }
     }

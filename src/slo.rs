@@ -389,16 +389,7 @@ async fn exchange(
         )));
     }
     if !verified.status.is_success() {
-        return Err(other(format!(
-            "status {} {}",
-            verified.status.top.uri(),
-            verified
-                .status
-                .second
-                .as_ref()
-                .map(|s| s.uri().to_owned())
-                .unwrap_or_default()
-        )));
+        return Err(other(format!("status {}", verified.status.codes())));
     }
     Ok(())
 }

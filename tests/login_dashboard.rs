@@ -1,7 +1,9 @@
 //! The login-monitoring dashboard (issue #7): after a scripted mix of good and bad sign-ins, the admin
 //! API's summary, list and CSV export show exactly what happened, filter as asked, and show an app
 //! admin only their SP's events; and in headless Chromium the console page `/admin/logins` shows the
-//! same numbers (read from its data attributes) and is saved as a screenshot.
+//! same numbers (read from its data attributes) and is saved as a screenshot. Sign-ins from a new
+//! country or device are counted, filtered (`anomaly=true`) and badged on their rows, on SQLite and
+//! PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,7 +15,9 @@ use std::path::PathBuf;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use common::idp::{fetch_idp_metadata, Browser, SpOptions, Store, TestIdp, TestSp, PASSWORD};
+use common::idp::{
+    fetch_idp_metadata, Browser, BrowserOptions, SpOptions, Store, TestIdp, TestSp, PASSWORD,
+};
 use common::webdriver::Driver;
 use tessera::directory::{AdminRole, SpSettings, TokenScope};
 use tessera::policy::{IpRule, RuleScope};
@@ -428,6 +432,17 @@ async fn the_dashboard_in_chromium_shows_the_numbers_of_a_scripted_mix() {
         .eval("return document.querySelectorAll('#events tr[data-outcome]').length;")
         .await;
     assert_eq!(rows, 8);
+    // Flagged: root's first sign-in and alice's first (the test client sends no User-Agent: a new
+    // country, no device), each row with its badge.
+    assert_eq!(shown(&browser, "#anomalies-flagged").await, 2);
+    assert_eq!(shown(&browser, "#anomalies-new-country").await, 2);
+    let flagged = browser
+        .eval(
+            "return Array.from(document.querySelectorAll('#events tr')) \
+             .filter(r => r.querySelector('.flag-new-country')).map(r => r.dataset.user);",
+        )
+        .await;
+    assert_eq!(flagged, serde_json::json!(["alice", "root"]), "{flagged}");
     let shot = screenshot_dir().join("dashboard.png");
     browser.screenshot(&shot).await;
     println!("screenshot: {}", shot.display());
@@ -484,4 +499,220 @@ async fn the_dashboard_in_chromium_shows_the_numbers_of_a_scripted_mix() {
     let shot = screenshot_dir().join("dashboard-filtered.png");
     browser.screenshot(&shot).await;
     browser.quit().await;
+}
+
+/// Two desktop browsers woothee tells apart (browser and OS both differ).
+const FIREFOX_LINUX: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+const SAFARI_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 \
+                          (KHTML, like Gecko) Version/17.5 Safari/605.1.15";
+
+/// A browser (a fresh cookie jar, from 127.0.0.1) sending `user_agent` on every request.
+fn browser_as(user_agent: &str) -> Browser {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::USER_AGENT,
+        reqwest::header::HeaderValue::from_str(user_agent).unwrap(),
+    );
+    Browser::with(BrowserOptions {
+        headers,
+        ..BrowserOptions::default()
+    })
+}
+
+/// The `<tr>` of the events table whose `data-id` is `id`, as HTML.
+fn event_row(html: &str, id: i64) -> &str {
+    let start = html
+        .find(&format!("<tr data-id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no row {id} in the events table"));
+    let len = html[start..].find("</tr>").unwrap();
+    &html[start..start + len]
+}
+
+/// `(new_country, new_device)` as the badges of a table row say.
+fn badges(row: &str) -> (bool, bool) {
+    (
+        row.contains("data-flag=\"new_country\""),
+        row.contains("data-flag=\"new_device\""),
+    )
+}
+
+#[tokio::test]
+async fn anomalies_are_counted_filtered_and_shown_as_badges_on_their_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = TestIdp::start(dir.path(), &Store::Memory).await;
+    anomalies_are_counted_filtered_and_shown(&idp).await;
+}
+
+/// The same on PostgreSQL (the count and the filter are hand-written SQL for both backends).
+#[tokio::test]
+async fn anomalies_are_counted_filtered_and_shown_on_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::postgres::TestDatabase::create().await.unwrap();
+    let url = db.url.clone();
+    let idp = TestIdp::start_configured(dir.path(), &Store::Memory, "127.0.0.1", move |c| {
+        c.database_url = url
+    })
+    .await;
+    anomalies_are_counted_filtered_and_shown(&idp).await;
+    drop(idp);
+    drop(db);
+}
+
+/// carol's three sign-ins (new on both counts, nothing new, a new device), a failure and dave's
+/// first sign-in without a User-Agent: the summary's counts, `anomaly=true` in the API and the
+/// console, and the badges on the right rows of `/admin/logins`.
+async fn anomalies_are_counted_filtered_and_shown(idp: &TestIdp) {
+    for user in ["carol", "dave", "root"] {
+        idp.add_user(user, &[]).await;
+    }
+    grant(idp, "root", AdminRole::SuperAdmin, None).await;
+    let root = token_for(idp, "root").await;
+
+    // carol: first sign-in (new country and new device), the same browser again (nothing new),
+    // another browser (new device, same country), then a wrong password from a third one (a
+    // failure is never flagged). dave signs in without a User-Agent: a new country, no device.
+    browser_as(FIREFOX_LINUX).sign_in(idp, "carol").await;
+    browser_as(FIREFOX_LINUX).sign_in(idp, "carol").await;
+    browser_as(SAFARI_MAC).sign_in(idp, "carol").await;
+    let status = attempt(idp, &browser_as("curl/8.5.0"), "carol", "not the password").await;
+    assert!(status.is_client_error(), "{status}");
+    Browser::new().sign_in(idp, "dave").await;
+    idp.idp.events.flush().await;
+
+    let flags = |e: &Value| {
+        (
+            e["new_country"].as_bool().unwrap(),
+            e["new_device"].as_bool().unwrap(),
+        )
+    };
+    let carol = get_json(idp, &root, "/api/v1/logins?user=carol&outcome=success").await;
+    let carol = carol.as_array().unwrap();
+    assert_eq!(
+        carol.iter().map(flags).collect::<Vec<_>>(),
+        vec![(false, true), (false, false), (true, true)],
+        "newest first: {carol:#?}"
+    );
+    assert_eq!(carol[0]["browser"], "Safari", "{:#}", carol[0]);
+    assert_eq!(carol[2]["browser"], "Firefox", "{:#}", carol[2]);
+
+    // The summary counts each flagged sign-in once and each kind apart.
+    let anomalies = |q: &str| {
+        let path = format!("/api/v1/logins/summary?{q}");
+        let (idp, root) = (idp, &root);
+        async move {
+            let s = get_json(idp, root, &path).await;
+            let a = &s["anomalies"];
+            (
+                s["total"].as_i64().unwrap(),
+                a["flagged"].as_i64().unwrap(),
+                a["new_country"].as_i64().unwrap(),
+                a["new_device"].as_i64().unwrap(),
+            )
+        }
+    };
+    assert_eq!(anomalies("").await, (5, 3, 2, 2));
+    assert_eq!(anomalies("anomaly=false").await, (5, 3, 2, 2));
+    assert_eq!(anomalies("user=carol").await, (4, 2, 1, 2));
+    assert_eq!(anomalies("user=dave").await, (1, 1, 1, 0));
+    // anomaly=true keeps only the flagged sign-ins, and combines with the other filters.
+    assert_eq!(anomalies("anomaly=true").await, (3, 3, 2, 2));
+    assert_eq!(anomalies("anomaly=true&user=carol").await, (2, 2, 1, 2));
+    assert_eq!(
+        anomalies("anomaly=true&outcome=wrong_password").await,
+        (0, 0, 0, 0)
+    );
+    assert_eq!(anomalies("anomaly=true&to=2000-01-01").await, (0, 0, 0, 0));
+    let s = get_json(idp, &root, "/api/v1/logins/summary?anomaly=true").await;
+    assert_eq!(pairs(&s["by_outcome"]), vec![("success".to_owned(), 3)]);
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    assert_eq!(
+        anomalies(&format!("anomaly=true&from={hour_ago}")).await,
+        (3, 3, 2, 2)
+    );
+
+    let flagged = get_json(idp, &root, "/api/v1/logins?anomaly=true").await;
+    let flagged = flagged.as_array().unwrap();
+    assert_eq!(flagged.len(), 3, "{flagged:#?}");
+    assert!(flagged.iter().all(|e| flags(e) != (false, false)));
+    assert_eq!(flagged[0]["username"], "dave");
+    assert_eq!(
+        flagged.iter().map(|e| e["id"].clone()).collect::<Vec<_>>(),
+        vec![
+            flagged[0]["id"].clone(),
+            carol[0]["id"].clone(),
+            carol[2]["id"].clone()
+        ]
+    );
+    let (status, text) = get(idp, Some(&root), "/api/v1/logins?anomaly=true&format=csv").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text.lines().count(), 1 + 3, "{text}");
+    for bad in ["anomaly=yes", "anomaly=1"] {
+        for path in ["/api/v1/logins", "/api/v1/logins/summary"] {
+            let (status, text) = get(idp, Some(&root), &format!("{path}?{bad}")).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {text}");
+            assert!(text.contains("anomaly must be true or false"), "{text}");
+        }
+    }
+
+    // The console page: root's own sign-in (no User-Agent: a new country) is the 4th flagged one.
+    let admin = Browser::new();
+    admin.sign_in(idp, "root").await;
+    idp.idp.events.flush().await;
+    let page = admin.get(&idp.url("/admin/logins")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let html = &page.body;
+    assert!(html.contains("<th>Flags</th>"), "{html}");
+    assert!(
+        html.contains("id=\"anomalies-flagged\" data-count=\"4\""),
+        "{html}"
+    );
+    assert!(html.contains("id=\"anomalies-new-country\" data-count=\"3\""));
+    assert!(html.contains("id=\"anomalies-new-device\" data-count=\"2\""));
+    for (event, expected) in carol
+        .iter()
+        .zip([(false, true), (false, false), (true, true)])
+    {
+        let row = event_row(html, event["id"].as_i64().unwrap());
+        assert_eq!(badges(row), expected, "{row}");
+        assert_eq!(
+            row.contains("data-new-country=\"true\""),
+            expected.0,
+            "{row}"
+        );
+        assert_eq!(
+            row.contains("data-new-device=\"true\""),
+            expected.1,
+            "{row}"
+        );
+    }
+    assert_eq!(
+        badges(event_row(html, flagged[0]["id"].as_i64().unwrap())),
+        (true, false)
+    );
+    let failure = get_json(idp, &root, "/api/v1/logins?outcome=wrong_password").await;
+    assert_eq!(
+        badges(event_row(html, failure[0]["id"].as_i64().unwrap())),
+        (false, false)
+    );
+    assert_eq!(html.matches("<tr data-id=").count(), 6, "{html}");
+    assert!(html.contains("id=\"f-anomaly\" name=\"anomaly\" value=\"true\">"));
+
+    // The filter form's checkbox: only the flagged rows, the box ticked, the CSV link filtered too.
+    let page = admin.get(&idp.url("/admin/logins?anomaly=true")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let html = &page.body;
+    assert_eq!(html.matches("<tr data-id=").count(), 4, "{html}");
+    assert_eq!(html.matches("data-flag=\"new_country\"").count(), 3);
+    assert_eq!(html.matches("data-flag=\"new_device\"").count(), 2);
+    assert!(html.contains("id=\"total\" data-count=\"4\""), "{html}");
+    assert!(html.contains("value=\"true\" checked>"), "{html}");
+    let at = html.find("id=\"csv\" href=\"").unwrap() + "id=\"csv\" href=\"".len();
+    let csv = &html[at..at + html[at..].find('"').unwrap()];
+    assert!(
+        csv.contains("anomaly=true") && csv.contains("format=csv"),
+        "{csv}"
+    );
 }

@@ -1098,3 +1098,395 @@ async fn admin_resets_reach_sessions_the_cli_cannot_see() {
     fresh.sign_in(&idp, "pete").await;
     sso(&fresh, &idp, &sp).await.saml_response();
 }
+
+// ---------------------------------------------------------------------------------------------
+// A passkey as the second factor of recovery, with webauthn-authenticator-rs's software
+// authenticator over the endpoints the page's script uses (as in tests/mfa_e2e.rs).
+// ---------------------------------------------------------------------------------------------
+
+mod passkey {
+    use super::*;
+    use tessera::mfa::webauthn::RequestChallengeResponse;
+    use tessera::mfa::UserVerification;
+    use webauthn_authenticator_rs::prelude::Url;
+    use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+    use webauthn_authenticator_rs::WebauthnAuthenticator;
+
+    /// Tessera reached at `http://localhost:<port>` (WebAuthn needs a domain for its RP ID), with
+    /// user verification required under the "strict" policy, and the origin the browser uses.
+    async fn start(dir: &std::path::Path, max_failures: u64) -> (TestIdp, String) {
+        let idp = TestIdp::start_configured(dir, &Store::Memory, "localhost", |c| {
+            c.recovery.max_failures = max_failures;
+            c.mfa.user_verification_policies = vec!["strict".into()];
+        })
+        .await;
+        let base = format!("http://localhost:{}", idp.port);
+        (idp, base)
+    }
+
+    /// Posts `fields` (plus the page's CSRF token) to `path` of the server at `base`.
+    async fn post_at(
+        browser: &Browser,
+        base: &str,
+        page: &Page,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> Page {
+        let csrf = page
+            .field("csrf_token")
+            .unwrap_or_else(|| panic!("no csrf_token on the page:\n{}", page.body));
+        let mut form = vec![("csrf_token".to_owned(), csrf)];
+        form.extend(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        browser.post(&format!("{base}{path}"), &form).await
+    }
+
+    /// `/recover`, then the username, at `base`: the questions page.
+    async fn recover_at(browser: &Browser, base: &str, username: &str) -> Page {
+        let start = browser.get(&format!("{base}/recover")).await;
+        assert_eq!(start.status, StatusCode::OK, "{}", start.body);
+        post_at(browser, base, &start, "/recover", &[("username", username)]).await
+    }
+
+    /// A user whose only factor is a passkey on `authenticator` (registered through the MFA engine):
+    /// no TOTP, and recovery codes all spent. Returns the user id.
+    async fn passkey_only_user(
+        idp: &TestIdp,
+        base: &str,
+        username: &str,
+        authenticator: &mut SoftPasskey,
+    ) -> i64 {
+        idp.add_user(username, &[]).await;
+        set_answers(idp, username).await;
+        let id = user_id(idp, username).await;
+        let mfa = &idp.idp.mfa;
+        let options = mfa
+            .start_webauthn_registration(id, username, username, UserVerification::Required)
+            .await
+            .unwrap();
+        let response = authenticator
+            .do_registration(Url::parse(base).unwrap(), options)
+            .unwrap();
+        mfa.finish_webauthn_registration(id, "laptop", &response)
+            .await
+            .unwrap();
+        for code in mfa
+            .regenerate_recovery_codes(id, &MfaActor::SelfService)
+            .await
+            .unwrap()
+        {
+            mfa.use_recovery_code(id, &code.display()).await.unwrap();
+        }
+        let factors = mfa.factors(id).await.unwrap();
+        assert!(!factors.totp && factors.recovery_codes_left == 0);
+        assert_eq!(factors.webauthn, vec!["laptop".to_owned()]);
+        id
+    }
+
+    /// Fetches ceremony options from the second-factor page and has `authenticator` sign them: the
+    /// options and the answer as the page's script would post it.
+    async fn assertion(
+        browser: &Browser,
+        base: &str,
+        page: &Page,
+        authenticator: &mut SoftPasskey,
+    ) -> (RequestChallengeResponse, String) {
+        let options = post_at(browser, base, page, "/recover/webauthn/options", &[]).await;
+        assert_eq!(options.status, StatusCode::OK, "{}", options.body);
+        assert_eq!(options.headers.get("cache-control").unwrap(), "no-store");
+        let options: RequestChallengeResponse = serde_json::from_str(&options.body).unwrap();
+        let response = authenticator
+            .do_authentication(Url::parse(base).unwrap(), options.clone())
+            .unwrap();
+        (options, serde_json::to_string(&response).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_passkey_only_user_recovers_with_the_passkey() {
+        let dir = tempfile::tempdir().unwrap();
+        let (idp, base) = start(dir.path(), 5).await;
+        let mut laptop = SoftPasskey::new(true);
+        passkey_only_user(&idp, &base, "zoe", &mut laptop).await;
+        assign_policy(&idp, SecurityPolicy::new("strict"), "zoe").await;
+
+        let browser = Browser::new();
+        let questions = recover_at(&browser, &base, "zoe").await;
+        assert_eq!(questions.status, StatusCode::OK, "{}", questions.body);
+        // Nothing about factors before the questions are answered, so the page of a real user has
+        // the same shape as an unknown user's; the passkey ceremony cannot start yet either.
+        assert!(!questions.body.contains("webauthn"), "{}", questions.body);
+        let early = post_at(
+            &browser,
+            &base,
+            &questions,
+            "/recover/webauthn/options",
+            &[],
+        )
+        .await;
+        assert_eq!(early.status, StatusCode::BAD_REQUEST, "{}", early.body);
+        let factor = post_at(
+            &browser,
+            &base,
+            &questions,
+            "/recover/step",
+            &[("answer_0", "rex"), ("answer_1", "paris")],
+        )
+        .await;
+        assert_eq!(factor.status, StatusCode::OK, "{}", factor.body);
+        assert!(
+            factor.body.contains("data-webauthn=\"authenticate\""),
+            "{}",
+            factor.body
+        );
+        assert!(factor
+            .body
+            .contains("data-options=\"/recover/webauthn/options\""));
+        assert!(factor.body.contains("<script src=\"/mfa/webauthn.js\">"));
+        // No TOTP and no recovery codes left: no code field to type into.
+        assert!(!factor.body.contains("name=\"code\""), "{}", factor.body);
+        assert!(!factor.body.contains("name=\"new\""));
+
+        let (options, credential) = assertion(&browser, &base, &factor, &mut laptop).await;
+        // As at sign-in (Idp::user_verification): "strict" requires user verification.
+        assert_eq!(
+            format!("{:?}", options.public_key.user_verification),
+            "Required"
+        );
+        let new_password = post_at(
+            &browser,
+            &base,
+            &factor,
+            "/recover/webauthn",
+            &[("credential", &credential)],
+        )
+        .await;
+        assert_eq!(new_password.status, StatusCode::OK, "{}", new_password.body);
+        assert!(
+            new_password.body.contains("name=\"new\""),
+            "{}",
+            new_password.body
+        );
+        // Replayed, the answer is refused: the flow has moved on (and its ceremony is spent).
+        let replay = post_at(
+            &browser,
+            &base,
+            &factor,
+            "/recover/webauthn",
+            &[("credential", &credential)],
+        )
+        .await;
+        assert_eq!(replay.status, StatusCode::BAD_REQUEST, "{}", replay.body);
+        let done = post_at(
+            &browser,
+            &base,
+            &new_password,
+            "/recover/step",
+            &[("new", P2), ("confirm", P2)],
+        )
+        .await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+        assert!(done.text().contains("Your password was changed"));
+
+        let fresh = Browser::new();
+        let form = fresh.get(&format!("{base}/login")).await;
+        let signed_in = fresh.submit_login_at(&base, &form, "zoe", P2).await;
+        assert_eq!(
+            signed_in.status,
+            StatusCode::SEE_OTHER,
+            "{}",
+            signed_in.body
+        );
+        let events = outcomes(&idp, "zoe", "password_reset").await;
+        for expected in [
+            "recovery_started",
+            "recovery_answers_accepted",
+            "recovery_factor_accepted",
+            "password_reset",
+        ] {
+            assert!(
+                events.contains(&expected.to_owned()),
+                "{expected}: {events:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_password_is_replaced_after_the_passkey() {
+        let dir = tempfile::tempdir().unwrap();
+        let (idp, base) = start(dir.path(), 5).await;
+        let mut laptop = SoftPasskey::new(true);
+        passkey_only_user(&idp, &base, "xena", &mut laptop).await;
+        assign_policy(
+            &idp,
+            SecurityPolicy {
+                password_max_age_days: Some(30),
+                ..SecurityPolicy::new("strict")
+            },
+            "xena",
+        )
+        .await;
+        sql(
+            &idp,
+            "UPDATE users SET password_changed_at = password_changed_at - 31 * 86400 WHERE username = $1",
+            "xena",
+        )
+        .await;
+        let browser = Browser::new();
+        let form = browser.get(&format!("{base}/login")).await;
+        let factor = browser
+            .submit_login_at(&base, &form, "xena", PASSWORD)
+            .await;
+        assert_eq!(factor.status, StatusCode::OK, "{}", factor.body);
+        assert!(factor.text().contains("Your password must be changed"));
+        assert!(
+            factor.body.contains("data-webauthn=\"authenticate\""),
+            "{}",
+            factor.body
+        );
+        let (_, credential) = assertion(&browser, &base, &factor, &mut laptop).await;
+        let new_password = post_at(
+            &browser,
+            &base,
+            &factor,
+            "/recover/webauthn",
+            &[("credential", &credential)],
+        )
+        .await;
+        assert_eq!(new_password.status, StatusCode::OK, "{}", new_password.body);
+        assert!(
+            new_password.body.contains("name=\"new\""),
+            "{}",
+            new_password.body
+        );
+        let done = post_at(
+            &browser,
+            &base,
+            &new_password,
+            "/recover/step",
+            &[("new", P2), ("confirm", P2)],
+        )
+        .await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+        let events = outcomes(&idp, "xena", "password_changed").await;
+        assert!(
+            events.contains(&"recovery_factor_accepted".to_owned()),
+            "{events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn forged_passkey_answers_count_as_failures_and_lock_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        // The right answers count as one attempt; two bad passkey answers make three.
+        let (idp, base) = start(dir.path(), 3).await;
+        let mut laptop = SoftPasskey::new(true);
+        passkey_only_user(&idp, &base, "yann", &mut laptop).await;
+
+        let browser = Browser::new();
+        let questions = recover_at(&browser, &base, "yann").await;
+        let factor = post_at(
+            &browser,
+            &base,
+            &questions,
+            "/recover/step",
+            &[("answer_0", "rex"), ("answer_1", "paris")],
+        )
+        .await;
+        assert_eq!(factor.status, StatusCode::OK, "{}", factor.body);
+
+        // A real assertion with its signature altered.
+        let (_, credential) = assertion(&browser, &base, &factor, &mut laptop).await;
+        let mut forged: serde_json::Value = serde_json::from_str(&credential).unwrap();
+        let signature = forged["response"]["signature"].as_str().unwrap().to_owned();
+        let first = if signature.starts_with('M') { "N" } else { "M" };
+        forged["response"]["signature"] = format!("{first}{}", &signature[1..]).into();
+        let refused = post_at(
+            &browser,
+            &base,
+            &factor,
+            "/recover/webauthn",
+            &[("credential", &forged.to_string())],
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+        assert!(refused.text().contains("was not accepted"));
+        // Another authenticator's answer to a fresh ceremony: it holds no credential of the user.
+        let options = post_at(&browser, &base, &refused, "/recover/webauthn/options", &[]).await;
+        let options: RequestChallengeResponse = serde_json::from_str(&options.body).unwrap();
+        assert!(SoftPasskey::new(true)
+            .do_authentication(Url::parse(&base).unwrap(), options)
+            .is_err());
+        // No readable answer at all.
+        let garbage = post_at(
+            &browser,
+            &base,
+            &refused,
+            "/recover/webauthn",
+            &[("credential", "{\"id\": \"forged\"}")],
+        )
+        .await;
+        assert_eq!(garbage.status, StatusCode::BAD_REQUEST, "{}", garbage.body);
+
+        // Over the limit: even the real passkey is refused, unchecked, and the flow ends.
+        let (_, credential) = assertion(&browser, &base, &garbage, &mut laptop).await;
+        let locked = post_at(
+            &browser,
+            &base,
+            &garbage,
+            "/recover/webauthn",
+            &[("credential", &credential)],
+        )
+        .await;
+        assert_eq!(
+            locked.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            locked.body
+        );
+        assert!(locked.text().contains("Recovery is locked"));
+        let after = post_at(
+            &browser,
+            &base,
+            &garbage,
+            "/recover/step",
+            &[("new", P2), ("confirm", P2)],
+        )
+        .await;
+        assert_eq!(after.status, StatusCode::GONE, "{}", after.body);
+        // A new flow from another address is locked too: the lock is on the user.
+        let other = Browser::from_address(IpAddr::from([127, 0, 0, 7]));
+        let questions = recover_at(&other, &base, "yann").await;
+        let still = post_at(
+            &other,
+            &base,
+            &questions,
+            "/recover/step",
+            &[("answer_0", "rex"), ("answer_1", "paris")],
+        )
+        .await;
+        assert_eq!(
+            still.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            still.body
+        );
+
+        let events = outcomes(&idp, "yann", "recovery_locked").await;
+        assert_eq!(
+            events.iter().filter(|o| *o == "recovery_failed").count(),
+            2,
+            "{events:?}"
+        );
+        assert!(events.contains(&"recovery_locked".to_owned()), "{events:?}");
+        assert!(!events.contains(&"recovery_factor_accepted".to_owned()));
+        // The password is unchanged.
+        let fresh = Browser::new();
+        let form = fresh.get(&format!("{base}/login")).await;
+        let signed_in = fresh.submit_login_at(&base, &form, "yann", PASSWORD).await;
+        assert_eq!(
+            signed_in.status,
+            StatusCode::SEE_OTHER,
+            "{}",
+            signed_in.body
+        );
+    }
+}

@@ -50,6 +50,9 @@ pub struct LoginsQuery {
     pub sp: Option<String>,
     /// Exactly this country code (or `private`, `loopback`).
     pub country: Option<String>,
+    /// `true`: only the sign-ins flagged as anomalies (a success from a country or a device never
+    /// seen for that user); `false` (default): every event.
+    pub anomaly: Option<String>,
     /// List: how many events, newest first (1 to 1000, default 100; CSV: 1 to 100000, default
     /// 10000).
     pub limit: Option<i64>,
@@ -103,6 +106,11 @@ impl LoginsQuery {
         let to_ms = text(&self.to)
             .map(|t| parse_time(&t).ok_or_else(|| bad_time("to")))
             .transpose()?;
+        let anomaly = match text(&self.anomaly).as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(ApiError::invalid("anomaly must be true or false")),
+        };
         let visible_sps = if actor.is_org_wide() {
             None
         } else {
@@ -117,6 +125,7 @@ impl LoginsQuery {
             address,
             sp: text(&self.sp),
             country: text(&self.country),
+            anomaly,
             visible_sps,
         })
     }
@@ -260,7 +269,8 @@ async fn list_logins(
     params(LoginsQuery),
     responses((status = 200, body = Summary), (status = "4XX", body = ErrorBody)))]
 /// The dashboard's aggregates of the matching events: attempts over time by outcome, totals, top
-/// failing users, top denied addresses, countries, browsers, operating systems and devices.
+/// failing users, top denied addresses, countries, browsers, operating systems and devices, and
+/// the anomalies (successful sign-ins from a new country or device) by kind.
 async fn login_summary(
     State(idp): State<AppState>,
     actor: Actor,

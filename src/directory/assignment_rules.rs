@@ -17,8 +17,8 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{
-    db_error, is_unique_violation, new_id, now, touched, Directory, EntryKind, Error, ManagedBy,
-    User,
+    db_error, generation, is_unique_violation, new_id, now, touched, touched_or, Directory,
+    EntryKind, Error, ManagedBy, User,
 };
 use crate::policy::{self, AssignmentRule, Condition, Item, RuleSet, TargetKind, UserFacts};
 
@@ -52,15 +52,6 @@ fn rule_not_found(name: &str) -> Error {
         kind: EntryKind::AssignmentRule,
         name: name.to_owned(),
     }
-}
-
-/// Bumps the assignment-rule generation inside `tx`.
-async fn bump_generation(tx: &mut Transaction<'_, Any>) -> Result<(), Error> {
-    sqlx::query("UPDATE assignment_rule_generation SET generation = generation + 1 WHERE id = 1")
-        .execute(&mut **tx)
-        .await
-        .map_err(db_error)?;
-    Ok(())
 }
 
 /// Refuses a rule naming a group, role or SP that does not exist (checked inside `tx`, so the rule
@@ -217,12 +208,7 @@ impl Directory {
     /// The assignment-rule generation: bumped by every change to the rules. Poll it and call
     /// [`Directory::load_rule_set`] when it moved.
     pub async fn assignment_rule_generation(&self) -> Result<u64, Error> {
-        let row = sqlx::query("SELECT generation FROM assignment_rule_generation WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let g: i64 = row.try_get("generation").map_err(db_error)?;
-        u64::try_from(g).map_err(|_| Error::CorruptRow("assignment rule generation".to_owned()))
+        generation::ASSIGNMENT_RULE.read(&self.pool).await
     }
 
     /// Every rule compiled. The generation is read first, so a change racing the load shows up as a
@@ -316,7 +302,7 @@ impl Directory {
             }
         })?;
         insert_targets(&mut tx, id, &rule.targets).await?;
-        bump_generation(&mut tx).await?;
+        generation::ASSIGNMENT_RULE.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -328,7 +314,7 @@ impl Directory {
         check_references(&mut tx, rule).await?;
         let id = cli_rule_id(&mut tx, &rule.name).await?;
         replace_rule(&mut tx, id, rule).await?;
-        bump_generation(&mut tx).await?;
+        generation::ASSIGNMENT_RULE.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -410,7 +396,7 @@ impl Directory {
                     .map_err(db_error)?;
             }
         }
-        bump_generation(&mut tx).await?;
+        generation::ASSIGNMENT_RULE.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -436,7 +422,7 @@ impl Directory {
         if !touched(&result) {
             return Ok(false);
         }
-        bump_generation(&mut tx).await?;
+        generation::ASSIGNMENT_RULE.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(true)
     }
@@ -457,10 +443,8 @@ impl Directory {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        if !touched(&result) {
-            return Err(rule_not_found(name));
-        }
-        bump_generation(&mut tx).await?;
+        touched_or(&result, || rule_not_found(name))?;
+        generation::ASSIGNMENT_RULE.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)
     }
 

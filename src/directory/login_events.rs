@@ -103,6 +103,12 @@ const EVENT_COLUMNS: &str =
     "id, at, kind, username, user_id, ip, sp, outcome, reason, rule, country, \
      city, browser, os, device, user_agent, new_country, new_device";
 
+/// The stored form of [`Outcome::Success`], the only outcome that carries anomaly flags.
+const SUCCESS: &str = "success";
+
+/// A row flagged as an anomaly (0/1 columns, migration 0007).
+const FLAGGED: &str = "(new_country = 1 OR new_device = 1)";
+
 /// Above this many buckets (e.g. hours over years), [`Directory::login_events_over_time`] groups
 /// instead of counting bucket by bucket.
 const MAX_COUNTED_BUCKETS: i64 = 2_000;
@@ -199,6 +205,12 @@ impl Where {
         if let Some(country) = &filter.country {
             let p = w.param(Param::Text(country.clone()));
             w.clauses.push(format!("country = {p}"));
+        }
+        if filter.anomaly {
+            // Only successes carry flags; naming the outcome lets the (outcome, at, ...) index narrow
+            // the rows to the period's successes before the flags are read.
+            w.clauses
+                .push(format!("outcome = '{SUCCESS}' AND {FLAGGED}"));
         }
         if let Some(visible) = &filter.visible_sps {
             w.any_of("sp", visible);
@@ -533,6 +545,35 @@ impl Directory {
             .await
             .map_err(db_error)?;
         counts(&rows)
+    }
+
+    /// The flagged sign-ins among the events matching `filter`: `(flagged, new country, new
+    /// device)`; a sign-in new on both counts is counted once in `flagged` and once in each kind.
+    pub async fn login_event_anomalies(
+        &self,
+        filter: &EventFilter,
+    ) -> Result<(i64, i64, i64), Error> {
+        let mut w = Where::of(filter);
+        if !filter.anomaly {
+            w.clauses
+                .push(format!("outcome = '{SUCCESS}' AND {FLAGGED}"));
+        }
+        // COUNT, not SUM: PostgreSQL sums BIGINTs to NUMERIC, which the Any driver cannot read.
+        let sql = format!(
+            "SELECT COUNT(*) AS flagged, COUNT(CASE WHEN new_country = 1 THEN 1 END) AS countries, \
+             COUNT(CASE WHEN new_device = 1 THEN 1 END) AS devices FROM login_events{}",
+            w.sql()
+        );
+        let row = w
+            .bind(sqlx::query(&sql))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok((
+            row.try_get::<i64, _>("flagged").map_err(db_error)?,
+            row.try_get::<i64, _>("countries").map_err(db_error)?,
+            row.try_get::<i64, _>("devices").map_err(db_error)?,
+        ))
     }
 
     /// Events per country, browser, OS or device class (`None`: unknown), most first.

@@ -12,6 +12,7 @@ mod access_preview;
 mod admin;
 mod assignment_rules;
 mod credentials;
+mod generation;
 mod login_events;
 mod mfa_store;
 mod password;
@@ -227,6 +228,16 @@ const ID_ATTEMPTS: usize = 3;
 /// Whether a statement changed at least one row.
 fn touched(result: &AnyQueryResult) -> bool {
     result.rows_affected() > 0
+}
+
+/// `Ok(())` when a statement changed at least one row, else the error of `missing` (the statement
+/// named an entry that does not exist).
+fn touched_or(result: &AnyQueryResult, missing: impl FnOnce() -> Error) -> Result<(), Error> {
+    if touched(result) {
+        Ok(())
+    } else {
+        Err(missing())
+    }
 }
 
 /// The directory: a connection pool plus the password hasher used for every password it stores or checks.

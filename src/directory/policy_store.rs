@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, HashSet};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{db_error, is_unique_violation, new_id, now, touched, Directory, EntryKind, Error};
+use super::{
+    db_error, generation, is_unique_violation, new_id, now, touched, touched_or, Directory,
+    EntryKind, Error,
+};
 use crate::policy::{
     self, AssignmentTarget, IpRange, IpRule, IpRuleDecl, Item, MfaMethod, PolicyAssignment,
     PolicyData, PolicyDecl, PolicySet, Requirement, RuleScope, SecurityPolicy, SpRequirement,
@@ -220,15 +223,6 @@ fn policy_not_found(name: &str) -> Error {
     }
 }
 
-/// Bumps the policy generation inside `tx`.
-async fn bump_generation(tx: &mut Transaction<'_, Any>) -> Result<(), Error> {
-    sqlx::query("UPDATE policy_generation SET generation = generation + 1 WHERE id = 1")
-        .execute(&mut **tx)
-        .await
-        .map_err(db_error)?;
-    Ok(())
-}
-
 /// Inserts an IP rule inside `tx`.
 async fn insert_rule(
     tx: &mut Transaction<'_, Any>,
@@ -402,14 +396,7 @@ impl Directory {
     /// The policy generation: bumped by every change to rules, policies, assignments or SP access
     /// requirements. Poll it and call [`Directory::load_policy_set`] when it moved.
     pub async fn policy_generation(&self) -> Result<u64, Error> {
-        let row = sqlx::query("SELECT generation FROM policy_generation WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error)?;
-        row_secs(
-            row.try_get("generation").map_err(db_error)?,
-            "policy generation",
-        )
+        generation::POLICY.read(&self.pool).await
     }
 
     /// Everything the decision depends on, compiled. The generation is read first, so a change racing
@@ -471,7 +458,7 @@ impl Directory {
         self.check_rule_targets(rule).await?;
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         insert_rule(&mut tx, rule, ManagedBy::Cli).await?;
-        bump_generation(&mut tx).await?;
+        generation::POLICY.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -490,10 +477,8 @@ impl Directory {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        if !touched(&result) {
-            return Err(rule_not_found(name));
-        }
-        bump_generation(&mut tx).await?;
+        touched_or(&result, || rule_not_found(name))?;
+        generation::POLICY.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -536,7 +521,7 @@ impl Directory {
             clear_default(&mut tx).await?;
         }
         insert_policy(&mut tx, policy, ManagedBy::Cli).await?;
-        bump_generation(&mut tx).await?;
+        generation::POLICY.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -561,7 +546,7 @@ impl Directory {
         if !update_policy_row(&mut tx, policy).await? {
             return Err(policy_not_found(&policy.name));
         }
-        bump_generation(&mut tx).await?;
+        generation::POLICY.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -598,10 +583,8 @@ impl Directory {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-        if !touched(&result) {
-            return Err(policy_not_found(name));
-        }
-        bump_generation(&mut tx).await?;
+        touched_or(&result, || policy_not_found(name))?;
+        generation::POLICY.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(removed)
     }
@@ -647,7 +630,7 @@ impl Directory {
         }
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         upsert_assignment(&mut tx, assignment, ManagedBy::Cli).await?;
-        bump_generation(&mut tx).await?;
+        generation::POLICY.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -671,7 +654,7 @@ impl Directory {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        bump_generation(&mut tx).await?;
+        generation::POLICY.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(touched(&result))
     }
@@ -711,7 +694,7 @@ impl Directory {
             .await
             .map_err(db_error)?;
         }
-        bump_generation(&mut tx).await?;
+        generation::POLICY.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -903,7 +886,7 @@ impl Directory {
         for a in &declared_assignments {
             upsert_assignment(&mut tx, a, ManagedBy::Config).await?;
         }
-        bump_generation(&mut tx).await?;
+        generation::POLICY.bump(&mut tx).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(report)
     }

@@ -7,7 +7,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{
-    db_error, is_unique_violation, new_id, now, touched, Directory, EntryKind, Error, ID_ATTEMPTS,
+    db_error, is_unique_violation, new_id, now, touched, touched_or, Directory, EntryKind, Error,
+    ID_ATTEMPTS,
 };
 
 /// NameID format whose interpretation is left to the IdP and SP (saml-core 8.3.1).
@@ -569,11 +570,7 @@ impl Directory {
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
-        if touched(&result) {
-            Ok(())
-        } else {
-            Err(sp_not_found(entity_id))
-        }
+        touched_or(&result, || sp_not_found(entity_id))
     }
 
     /// Replaces the settings of an SP and returns it. Errors: [`Error::InvalidSettings`],
@@ -605,9 +602,7 @@ impl Directory {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        if !touched(&result) {
-            return Err(sp_not_found(entity_id));
-        }
+        touched_or(&result, || sp_not_found(entity_id))?;
         self.get_sp(entity_id)
             .await?
             .ok_or_else(|| sp_not_found(entity_id))
@@ -628,11 +623,7 @@ impl Directory {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        if touched(&result) {
-            Ok(())
-        } else {
-            Err(sp_not_found(entity_id))
-        }
+        touched_or(&result, || sp_not_found(entity_id))
     }
 
     /// Assigns an SP to a user directly; assigning again is a no-op. [`Error::NotFound`] when the user
@@ -752,9 +743,7 @@ impl Directory {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        if !touched(&result) {
-            return Err(sp_not_found(entity_id));
-        }
+        touched_or(&result, || sp_not_found(entity_id))?;
         self.get_sp(entity_id)
             .await?
             .ok_or_else(|| sp_not_found(entity_id))
@@ -780,11 +769,7 @@ impl Directory {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        if touched(&result) {
-            Ok(())
-        } else {
-            Err(sp_not_found(entity_id))
-        }
+        touched_or(&result, || sp_not_found(entity_id))
     }
 
     /// Records a failed metadata refresh at `at` and why; the metadata stays the last good one.
@@ -804,11 +789,7 @@ impl Directory {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        if touched(&result) {
-            Ok(())
-        } else {
-            Err(sp_not_found(entity_id))
-        }
+        touched_or(&result, || sp_not_found(entity_id))
     }
 
     /// The portal logo of every SP that has one, by entityID.

@@ -7,8 +7,8 @@ use sqlx::Row;
 
 use super::password::{weak_password_reason_with, PasswordRules, MAX_PASSWORD_HISTORY};
 use super::{
-    db_error, is_unique_violation, new_id, now, touched, weak_password_reason, Directory,
-    EntryKind, Error, ID_ATTEMPTS,
+    db_error, is_unique_violation, new_id, now, touched, touched_or, weak_password_reason,
+    Directory, EntryKind, Error, ID_ATTEMPTS,
 };
 
 /// Longest username, group name or role name accepted, in characters.
@@ -420,9 +420,7 @@ impl Directory {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        if !touched(&result) {
-            return Err(user_not_found(username));
-        }
+        touched_or(&result, || user_not_found(username))?;
         self.get_user_by_username(username)
             .await?
             .ok_or_else(|| user_not_found(username))
@@ -438,11 +436,7 @@ impl Directory {
                 .execute(&self.pool)
                 .await
                 .map_err(db_error)?;
-        if touched(&result) {
-            Ok(())
-        } else {
-            Err(user_not_found(username))
-        }
+        touched_or(&result, || user_not_found(username))
     }
 
     /// Sets a new password after checking the global rules ([`weak_password_reason`]); no history
@@ -540,9 +534,7 @@ impl Directory {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        if !touched(&result) {
-            return Err(user_not_found(username));
-        }
+        touched_or(&result, || user_not_found(username))?;
         tx.commit().await.map_err(db_error)?;
         Ok(())
     }
@@ -577,11 +569,7 @@ impl Directory {
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
-        if touched(&result) {
-            Ok(())
-        } else {
-            Err(user_not_found(username))
-        }
+        touched_or(&result, || user_not_found(username))
     }
 
     /// Ends every session of the user that began before now, at its next request, wherever sessions
@@ -593,11 +581,7 @@ impl Directory {
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
-        if touched(&result) {
-            Ok(())
-        } else {
-            Err(user_not_found(username))
-        }
+        touched_or(&result, || user_not_found(username))
     }
 
     /// Sessions of the user created before this time (unix seconds) are over; 0 when none were
@@ -633,11 +617,7 @@ impl Directory {
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
-        if touched(&result) {
-            Ok(())
-        } else {
-            Err(user_not_found(username))
-        }
+        touched_or(&result, || user_not_found(username))
     }
 
     /// Checks a login. See [`PasswordCheck`] for what each outcome means and reveals.
@@ -907,14 +887,10 @@ impl Directory {
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
-        if touched(&result) {
-            Ok(())
-        } else {
-            Err(Error::NotFound {
-                kind: c.kind(),
-                name: name.to_owned(),
-            })
-        }
+        touched_or(&result, || Error::NotFound {
+            kind: c.kind(),
+            name: name.to_owned(),
+        })
     }
 
     /// Adds a membership, idempotently.

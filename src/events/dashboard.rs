@@ -1,6 +1,6 @@
 //! The login-monitoring dashboard's aggregates in one answer: attempts per hour or day by outcome,
-//! totals by outcome, top failing users, top denied addresses, and the breakdowns by country,
-//! browser, OS and device class. Built from the queries of [`super::query`] (the SQL lives with the
+//! totals by outcome, top failing users, top denied addresses, the breakdowns by country,
+//! browser, OS and device class, and the anomalies (sign-ins from a new country or device). Built from the queries of [`super::query`] (the SQL lives with the
 //! table); the admin API's `GET /api/v1/logins/summary` returns it and the console page draws it.
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,18 @@ pub struct TimeBucket {
     pub counts: Vec<Count>,
 }
 
+/// The successful sign-ins flagged as anomalies (issue #7): from a country or a device never seen on
+/// the user's earlier successes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Anomalies {
+    /// Flagged sign-ins, each counted once (new on both counts included).
+    pub flagged: i64,
+    /// Sign-ins from a country new for the user.
+    pub new_country: i64,
+    /// Sign-ins from a device (browser + OS) new for the user.
+    pub new_device: i64,
+}
+
 /// Everything the dashboard shows above the event table, for one [`EventFilter`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Summary {
@@ -53,6 +65,8 @@ pub struct Summary {
     pub operating_systems: Vec<Count>,
     /// Attempts per device class (desktop, smartphone, ...).
     pub devices: Vec<Count>,
+    /// The flagged sign-ins among the matching attempts, by kind.
+    pub anomalies: Anomalies,
 }
 
 impl Summary {
@@ -159,6 +173,7 @@ pub async fn summary(
                 .collect::<Vec<_>>(),
         );
     }
+    let (flagged, new_country, new_device) = directory.login_event_anomalies(filter).await?;
     let mut by = by.into_iter();
     let mut next = || by.next().unwrap_or_default();
     Ok(Summary {
@@ -172,6 +187,11 @@ pub async fn summary(
         browsers: next(),
         operating_systems: next(),
         devices: next(),
+        anomalies: Anomalies {
+            flagged,
+            new_country,
+            new_device,
+        },
     })
 }
 

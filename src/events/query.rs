@@ -28,6 +28,8 @@ pub struct EventFilter {
     pub sp: Option<String>,
     /// Exactly this country code (or `private` / `loopback`).
     pub country: Option<String>,
+    /// Only the flagged sign-ins (issue #7): successes from a new country or a new device.
+    pub anomaly: bool,
     /// The SPs the viewer may see (an app admin's); `None`: every event.
     pub visible_sps: Option<Vec<String>>,
 }

@@ -1,8 +1,9 @@
 //! WebAuthn authenticators (security keys, platform authenticators, passkeys) as a second factor.
 //!
 //! The ceremonies are webauthn-rs's; this module keeps their state and the credentials:
-//! - ceremony state (the challenge) lives in the session store for [`CEREMONY_TTL`], keyed by user,
-//!   so the node that finishes a ceremony need not be the one that started it; each state can finish
+//! - ceremony state (the challenge) lives in the session store for [`CEREMONY_TTL`], keyed by user
+//!   (or, for account recovery, by the recovery flow's handle:
+//!   [`Mfa::start_webauthn_authentication_as`]), so the node that finishes a ceremony need not be the one that started it; each state can finish
 //!   one ceremony only (an atomic `remember_once` on it), so a captured response cannot be replayed
 //!   (WebAuthn L3 13.4.3);
 //! - credentials are stored in the directory as webauthn-rs's JSON, under a name unique per user,
@@ -264,6 +265,20 @@ impl Mfa {
         user_id: i64,
         verification: UserVerification,
     ) -> Result<RequestChallengeResponse, Error> {
+        self.start_webauthn_authentication_as(user_id, &user_id.to_string(), verification)
+            .await
+    }
+
+    /// As [`Mfa::start_webauthn_authentication`], with the ceremony state kept under `ceremony`
+    /// instead of the user id: a flow other than sign-in (account recovery) binds the ceremony to
+    /// its own handle, so it can be finished only through that flow and does not replace a sign-in
+    /// ceremony of the same user. Finish it with [`Mfa::finish_webauthn_authentication_as`].
+    pub async fn start_webauthn_authentication_as(
+        &self,
+        user_id: i64,
+        ceremony: &str,
+        verification: UserVerification,
+    ) -> Result<RequestChallengeResponse, Error> {
         let webauthn = self.relying_party()?;
         let credentials = self.directory.webauthn_credentials(user_id).await?;
         if credentials.is_empty() {
@@ -293,12 +308,7 @@ impl Mfa {
         };
         let state = serde_json::to_string(&state).map_err(|e| Error::Webauthn(e.to_string()))?;
         self.store
-            .put_temp(
-                AUTHENTICATION_NAMESPACE,
-                &user_id.to_string(),
-                &state,
-                CEREMONY_TTL,
-            )
+            .put_temp(AUTHENTICATION_NAMESPACE, ceremony, &state, CEREMONY_TTL)
             .await?;
         Ok(options)
     }
@@ -312,14 +322,27 @@ impl Mfa {
         response: &PublicKeyCredential,
         now: i64,
     ) -> Result<WebauthnOutcome, Error> {
+        self.finish_webauthn_authentication_as(user_id, &user_id.to_string(), response, now)
+            .await
+    }
+
+    /// As [`Mfa::finish_webauthn_authentication`], for a ceremony started with
+    /// [`Mfa::start_webauthn_authentication_as`] under `ceremony`.
+    pub async fn finish_webauthn_authentication_as(
+        &self,
+        user_id: i64,
+        ceremony: &str,
+        response: &PublicKeyCredential,
+        now: i64,
+    ) -> Result<WebauthnOutcome, Error> {
         let webauthn = self.relying_party()?;
         if over_limit(&*self.store, &self.limit, user_id).await? {
             return Ok(WebauthnOutcome::RateLimited);
         }
-        let key = user_id.to_string();
+        let key = ceremony;
         let state_json = self
             .store
-            .get_temp(AUTHENTICATION_NAMESPACE, &key)
+            .get_temp(AUTHENTICATION_NAMESPACE, key)
             .await?
             .ok_or(Error::NoCeremony)?;
         if !self
@@ -330,7 +353,7 @@ impl Mfa {
             return Err(Error::NoCeremony);
         }
         self.store
-            .delete_temp(AUTHENTICATION_NAMESPACE, &key)
+            .delete_temp(AUTHENTICATION_NAMESPACE, key)
             .await?;
         let state: AuthenticationState = serde_json::from_str(&state_json)
             .map_err(|e| Error::Webauthn(format!("unreadable ceremony state: {e}")))?;

@@ -546,26 +546,11 @@ impl<T> Unverified<T> {
         policy: &VerifyPolicy,
         require_signed: bool,
     ) -> Result<Verified<T>, EnvelopeError> {
-        if !self.header.signed {
-            return if require_signed {
-                Err(EnvelopeError::SignatureRequired)
-            } else {
-                Ok(Verified {
-                    message: self.message,
-                    trust: Trust::Unsigned,
-                })
-            };
-        }
         // saml-bindings 3.5.5.2: a signed message names its Destination.
-        if self.header.destination.is_none() {
+        if self.header.signed && self.header.destination.is_none() {
             return Err(EnvelopeError::DestinationRequired);
         }
-        let verified =
-            verify_enveloped(&self.root, keys, policy).map_err(EnvelopeError::Signature)?;
-        Ok(Verified {
-            message: self.message,
-            trust: Trust::XmlSignature(verified),
-        })
+        self.check_enveloped(keys, policy, require_signed)
     }
 
     /// Trusts a message received by the SOAP binding as the answer to our own request (saml-bindings
@@ -574,6 +559,17 @@ impl<T> Unverified<T> {
     /// 3.2.3.4 / saml-profiles 4.4.4.2). Unlike the browser bindings no `Destination` is required: the
     /// message travels on the very connection Tessera opened to the endpoint.
     pub fn verify_soap(
+        self,
+        keys: &[PKey<Public>],
+        policy: &VerifyPolicy,
+        require_signed: bool,
+    ) -> Result<Verified<T>, EnvelopeError> {
+        self.check_enveloped(keys, policy, require_signed)
+    }
+
+    /// What HTTP-POST and SOAP both require: the enveloped signature on the root element, if present,
+    /// must verify with `keys`; an absent one is an error when `require_signed`.
+    fn check_enveloped(
         self,
         keys: &[PKey<Public>],
         policy: &VerifyPolicy,

@@ -252,6 +252,16 @@ impl Status {
         self.top == StatusCode::Success
     }
 
+    /// The top-level and second-level code URIs, space-separated (nothing after the space when there
+    /// is no second level), to say in a log or an error which status a peer answered.
+    pub fn codes(&self) -> String {
+        format!(
+            "{} {}",
+            self.top.uri(),
+            self.second.as_ref().map(|s| s.uri()).unwrap_or_default()
+        )
+    }
+
     /// `<samlp:Status>` with the nested `<samlp:StatusCode>` and an optional `<samlp:StatusMessage>`.
     /// The `samlp` prefix is not declared here: the enclosing response declares it on its root.
     pub fn to_element(&self) -> Element {

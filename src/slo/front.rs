@@ -379,16 +379,7 @@ pub async fn record(idp: &Idp, answer: FrontAnswer<'_>) -> Result<Recorded, Stri
     let result = if verified.status.is_success() {
         SpLogoutResult::SignedOut
     } else {
-        SpLogoutResult::Failed(format!(
-            "status {} {}",
-            verified.status.top.uri(),
-            verified
-                .status
-                .second
-                .as_ref()
-                .map(|s| s.uri().to_owned())
-                .unwrap_or_default()
-        ))
+        SpLogoutResult::Failed(format!("status {}", verified.status.codes()))
     };
     let key = format!("{handle}.{n}");
     let ttl = tx.ttl();

@@ -1,14 +1,20 @@
 //! Account recovery (`/recover`) and the password steps that sign-in may insist on.
 //!
 //! One state machine serves four purposes: self-service recovery (username, then the security
-//! questions, then — for a user with second factors — a TOTP or recovery code, then a new password),
-//! an administrator's reset link (the second factor if any, then a new password), an expired password
+//! questions, then — for a user with second factors — a TOTP code, a recovery code or a WebAuthn
+//! passkey / security key, then a new password), an administrator's reset link (the second factor if any, then a new password), an expired password
 //! at sign-in (the second factor if any, then a new password) and the security questions a policy
 //! wants chosen at first sign-in (the second factor if any, then the questions). The state lives in
 //! the session store under a random handle for [`FLOW_TTL`]; the browser holds the handle in the
 //! `tessera_recovery` cookie, and the next step is always the server's, never the form's.
 //!
-//! Every step is recorded as a login event. Each answer or code submitted counts, before it is checked,
+//! The second-factor step offers a passkey only to a user who has one, and only after the questions
+//! were answered (or the reset link spent, or the password given at sign-in), which an unknown user
+//! never gets past, so the offer tells nothing about who exists. Its ceremony mirrors the sign-in
+//! challenge (`/mfa/webauthn/options`, `/mfa/webauthn`) at `/recover/webauthn/options` and
+//! `/recover/webauthn`, with the ceremony state bound to the flow's handle.
+//!
+//! Every step is recorded as a login event. Each answer, code or passkey answer submitted counts, before it is checked,
 //! against two atomic counters in the session store, one per username and one per client address; past
 //! `recovery.max_failures` within `recovery.lockout_secs` recovery is locked for them
 //! (`tessera user unlock-recovery`, or `POST /api/v1/users/{username}/unlock`, lifts the user's lock). An unknown username gets questions from the
@@ -28,13 +34,14 @@ use serde::{Deserialize, Serialize};
 
 use super::forms::CheckedForm;
 use super::login::{csrf_token, malformed_query};
-use super::pages::html;
+use super::pages::{html, html_with_script};
 use super::{client_ip, cookie, set_cookie, AppState, WebError, CSRF_COOKIE};
 use crate::directory::{
     self, question_text, LoginEvent, PasswordRules, User, UserStatus, SECURITY_QUESTIONS,
 };
 use crate::idp::{Idp, SsoError};
-use crate::mfa::{RecoveryOutcome, TotpOutcome};
+use crate::mfa::webauthn::PublicKeyCredential;
+use crate::mfa::{self, RecoveryOutcome, TotpOutcome, WebauthnOutcome};
 use crate::policy::{Outcome, SecurityPolicy};
 use crate::session::SessionStore;
 
@@ -71,7 +78,7 @@ enum Purpose {
 enum Stage {
     /// Answers to `Flow::questions`.
     Answers,
-    /// A TOTP or recovery code.
+    /// A TOTP or recovery code, or a WebAuthn assertion (`/recover/webauthn`).
     Code,
     /// The new password, twice.
     NewPassword,
@@ -145,6 +152,11 @@ pub struct RecoverPage<'a> {
     pub token: &'a str,
     /// Where [`RecoverStep::Done`] leads.
     pub next: &'a str,
+    /// [`RecoverStep::Code`]: whether the code form is shown (the user has TOTP or recovery codes).
+    pub code: bool,
+    /// [`RecoverStep::Code`]: whether the passkey form (and its script) is shown: the user has a
+    /// WebAuthn authenticator and WebAuthn is configured.
+    pub webauthn: bool,
 }
 
 impl<'a> RecoverPage<'a> {
@@ -163,6 +175,8 @@ impl<'a> RecoverPage<'a> {
             min_length: crate::directory::MIN_PASSWORD_CHARS as u32,
             token: "",
             next: "/login",
+            code: true,
+            webauthn: false,
         }
     }
 }
@@ -249,7 +263,30 @@ pub struct LinkForm {
     token: String,
 }
 
-super::forms::csrf_protected!(StartForm, StepForm, LinkForm);
+/// Body of `POST /recover/webauthn/options`.
+#[derive(Deserialize)]
+pub struct PasskeyOptionsForm {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// Body of `POST /recover/webauthn`: the authenticator's answer as JSON, filled in by the page's
+/// script (templates/webauthn.js).
+#[derive(Deserialize)]
+pub struct PasskeyForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    credential: String,
+}
+
+super::forms::csrf_protected!(
+    StartForm,
+    StepForm,
+    LinkForm,
+    PasskeyOptionsForm,
+    PasskeyForm
+);
 
 /// The store counter of failed recovery steps for a username.
 fn user_counter(username: &str) -> String {
@@ -314,7 +351,12 @@ fn render(
     let body = page
         .render()
         .map_err(|e| WebError::Sso(SsoError::Build(e.to_string())))?;
-    let (mut headers, body) = html(body);
+    // Only the passkey form needs the WebAuthn script; every other page allows no script at all.
+    let (mut headers, body) = if page.webauthn {
+        html_with_script(body)
+    } else {
+        html(body)
+    };
     if csrf.1 {
         headers.append(
             header::SET_COOKIE,
@@ -456,10 +498,7 @@ async fn stage_page(
             RecoverStep::Answers,
             "Answer the security questions you chose.",
         ),
-        Stage::Code => (
-            RecoverStep::Code,
-            "Your account has a second factor: enter a code from your authenticator app or one of your recovery codes.",
-        ),
+        Stage::Code => (RecoverStep::Code, ""),
         Stage::NewPassword => (
             RecoverStep::NewPassword,
             match flow.purpose {
@@ -480,6 +519,24 @@ async fn stage_page(
         .iter()
         .filter_map(|q| question_text(q))
         .collect();
+    if flow.stage == Stage::Code {
+        let (code, webauthn) = match flow.user_id {
+            Some(id) => {
+                let factors = idp.mfa.factors(id).await?;
+                let webauthn = !factors.webauthn.is_empty() && idp.webauthn.is_some();
+                let code = factors.totp || factors.recovery_codes_left > 0 || !webauthn;
+                (code, webauthn)
+            }
+            None => (true, false),
+        };
+        page.code = code;
+        page.webauthn = webauthn;
+        page.intro = match (code, webauthn) {
+            (true, true) => "Your account has a second factor: use your passkey or security key, or enter a code from your authenticator app or one of your recovery codes.",
+            (false, true) => "Your account has a second factor: use your passkey or security key.",
+            _ => "Your account has a second factor: enter a code from your authenticator app or one of your recovery codes.",
+        };
+    }
     let policy = policy_of(idp, &flow.username).await?;
     page.min_length = policy.password_min_length;
     if flow.stage == Stage::ChooseQuestions {
@@ -802,18 +859,19 @@ pub async fn step_submit(
 ) -> Result<Response, WebError> {
     let ip = client_ip(&idp, peer, &headers);
     let Some((handle, mut flow)) = load(&idp, &headers, ip).await? else {
-        let csrf = csrf_token(&headers);
-        let mut page = RecoverPage::new(&csrf.0, "Reset your password", RecoverStep::Username);
-        page.error = Some("That step expired or was already finished. Start again.");
-        return render(
-            &idp,
-            StatusCode::GONE,
-            &page,
-            &csrf,
-            vec![clear_cookie(&idp)],
-        );
+        return gone_page(&idp, &headers);
     };
-    // The account may have changed since the flow began: a disabled or deleted user goes no further.
+    forget_inactive(&idp, &mut flow).await?;
+    match flow.stage {
+        Stage::Answers => answers_step(&idp, &headers, &handle, flow, &form, ip).await,
+        Stage::Code => code_step(&idp, &headers, &handle, flow, &form, ip).await,
+        Stage::NewPassword => password_step(&idp, &headers, &handle, flow, &form, ip).await,
+        Stage::ChooseQuestions => questions_step(&idp, &headers, &handle, flow, &form, ip).await,
+    }
+}
+
+/// The account may have changed since the flow began: a disabled or deleted user goes no further.
+async fn forget_inactive(idp: &Idp, flow: &mut Flow) -> Result<(), WebError> {
     if let Some(id) = flow.user_id {
         let active = idp
             .directory
@@ -825,12 +883,15 @@ pub async fn step_submit(
             flow.user_id = None;
         }
     }
-    match flow.stage {
-        Stage::Answers => answers_step(&idp, &headers, &handle, flow, &form, ip).await,
-        Stage::Code => code_step(&idp, &headers, &handle, flow, &form, ip).await,
-        Stage::NewPassword => password_step(&idp, &headers, &handle, flow, &form, ip).await,
-        Stage::ChooseQuestions => questions_step(&idp, &headers, &handle, flow, &form, ip).await,
-    }
+    Ok(())
+}
+
+/// The page saying the flow is gone (expired, finished, or begun elsewhere).
+fn gone_page(idp: &Idp, headers: &HeaderMap) -> Result<Response, WebError> {
+    let csrf = csrf_token(headers);
+    let mut page = RecoverPage::new(&csrf.0, "Reset your password", RecoverStep::Username);
+    page.error = Some("That step expired or was already finished. Start again.");
+    render(idp, StatusCode::GONE, &page, &csrf, vec![clear_cookie(idp)])
 }
 
 /// Checks the answers; on success, on to the code or the new password.
@@ -1001,6 +1062,173 @@ async fn code_step(
     };
     save(idp, handle, &flow).await?;
     stage_page(idp, headers, &flow, StatusCode::OK, None, Vec::new()).await
+}
+
+/// The key of the WebAuthn ceremony of the flow `handle`: the ceremony is bound to the flow, so only
+/// the browser holding the flow's cookie can finish it, and it does not disturb a sign-in ceremony.
+fn ceremony_key(handle: &str) -> String {
+    format!("recovery:{handle}")
+}
+
+/// Refuses a WebAuthn request outside the second-factor step of a flow of a user with an
+/// authenticator (a forged request, or a page from an older step).
+fn not_this_step(flow: &Flow) -> WebError {
+    WebError::BadRequest {
+        message: "This step is not part of your account recovery.",
+        detail: format!(
+            "recovery WebAuthn request at stage {:?} of {}",
+            flow.stage, flow.username
+        ),
+    }
+}
+
+/// `POST /recover/webauthn/options`: starts a WebAuthn authentication ceremony for the user of the
+/// flow at its second-factor step, with the user verification the user's policy asks for at sign-in
+/// ([`Idp::user_verification`]); the options go to `navigator.credentials.get`. Starting counts as
+/// no attempt: the answer does, at `/recover/webauthn`.
+pub async fn webauthn_options(
+    State(idp): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    CheckedForm(_): CheckedForm<PasskeyOptionsForm>,
+) -> Result<Response, WebError> {
+    let ip = client_ip(&idp, peer, &headers);
+    let Some((handle, mut flow)) = load(&idp, &headers, ip).await? else {
+        return Err(WebError::MfaExpired);
+    };
+    forget_inactive(&idp, &mut flow).await?;
+    let Some(user_id) = flow.user_id.filter(|_| flow.stage == Stage::Code) else {
+        return Err(not_this_step(&flow));
+    };
+    let policy = idp.policy_of(&flow.username).await?;
+    let options = match idp
+        .mfa
+        .start_webauthn_authentication_as(
+            user_id,
+            &ceremony_key(&handle),
+            idp.user_verification(&policy),
+        )
+        .await
+    {
+        Err(mfa::Error::WebauthnNotEnrolled | mfa::Error::WebauthnNotConfigured) => {
+            return Err(not_this_step(&flow))
+        }
+        other => other?,
+    };
+    let mut response = axum::Json(options).into_response();
+    // The options hold a one-time challenge.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `POST /recover/webauthn`: the authenticator's signed answer at the second-factor step. Counted,
+/// before it is checked, against the same recovery lockout as answers and codes; on success, on to
+/// the new password (or the questions), as after a code.
+pub async fn webauthn_submit(
+    State(idp): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    CheckedForm(form): CheckedForm<PasskeyForm>,
+) -> Result<Response, WebError> {
+    let ip = client_ip(&idp, peer, &headers);
+    let Some((handle, mut flow)) = load(&idp, &headers, ip).await? else {
+        return gone_page(&idp, &headers);
+    };
+    forget_inactive(&idp, &mut flow).await?;
+    if flow.stage != Stage::Code {
+        return Err(not_this_step(&flow));
+    }
+    if over_limit(&idp, &flow, ip).await? {
+        record(
+            &idp,
+            &flow.username,
+            flow.user_id,
+            ip,
+            "recovery_locked",
+            "too many failed attempts",
+        )
+        .await?;
+        idp.sessions
+            .delete_temp(FLOW_NAMESPACE, &handle)
+            .await
+            .map_err(store_error)?;
+        return locked_page(&idp, &headers);
+    }
+    let Some(user_id) = flow.user_id else {
+        return Err(WebError::MfaExpired);
+    };
+    let outcome = match serde_json::from_str::<PublicKeyCredential>(&form.credential) {
+        Err(_) => Err((
+            StatusCode::BAD_REQUEST,
+            "No answer from a security key or passkey arrived. This step needs JavaScript; or use another way.",
+            "webauthn: no readable answer".to_owned(),
+        )),
+        Ok(credential) => match idp
+            .mfa
+            .finish_webauthn_authentication_as(
+                user_id,
+                &ceremony_key(&handle),
+                &credential,
+                chrono::Utc::now().timestamp(),
+            )
+            .await
+        {
+            Err(mfa::Error::NoCeremony) => Err((
+                StatusCode::BAD_REQUEST,
+                "The security key step took too long or was already used. Please try again.",
+                "webauthn: no ceremony pending".to_owned(),
+            )),
+            Err(e) => return Err(e.into()),
+            Ok(WebauthnOutcome::Accepted {
+                name,
+                user_verified,
+            }) => Ok((name, user_verified)),
+            Ok(WebauthnOutcome::Refused(reason)) => Err((
+                StatusCode::UNAUTHORIZED,
+                "The security key or passkey was not accepted. Try again, or use another way.",
+                format!("webauthn refused: {reason}"),
+            )),
+            Ok(WebauthnOutcome::RateLimited) => Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts. Wait a few minutes, then try again.",
+                "webauthn: rate limited".to_owned(),
+            )),
+        },
+    };
+    let (name, user_verified) = match outcome {
+        Ok(accepted) => accepted,
+        Err((status, message, why)) => {
+            record(
+                &idp,
+                &flow.username,
+                flow.user_id,
+                ip,
+                "recovery_failed",
+                &why,
+            )
+            .await?;
+            return stage_page(&idp, &headers, &flow, status, Some(message), Vec::new()).await;
+        }
+    };
+    tracing::info!(user = %flow.username, authenticator = %name, user_verified, "WebAuthn accepted for recovery");
+    record(
+        &idp,
+        &flow.username,
+        flow.user_id,
+        ip,
+        "recovery_factor_accepted",
+        "webauthn",
+    )
+    .await?;
+    flow.stage = if flow.purpose == Purpose::SetupQuestions {
+        Stage::ChooseQuestions
+    } else {
+        Stage::NewPassword
+    };
+    save(&idp, &handle, &flow).await?;
+    stage_page(&idp, &headers, &flow, StatusCode::OK, None, Vec::new()).await
 }
 
 /// Where the flow ends: a "sign in" page, or back to the sign-in of the pending request.

@@ -18,7 +18,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::pages::html;
-use super::sso::respond;
+use super::sso::{refuse_replay, respond};
 use super::{current_session, set_cookie, AppState, WebError, SESSION_COOKIE};
 use crate::idp::{fresh_id, Idp, RegisteredSp, SsoError, SsoOutcome};
 use crate::saml::binding::post::decode_post;
@@ -223,19 +223,8 @@ async fn handle(idp: &Idp, headers: &HeaderMap, inbound: Inbound) -> Result<Resp
         }
     };
     let request = verified.into_message();
-    // saml-core 1.3.4: an ID is used once; a replayed LogoutRequest ends nothing.
-    let window = Duration::from_secs(
-        (idp.config.saml.max_request_age_secs + 2 * idp.config.saml.clock_skew_secs).max(60) as u64,
-    );
-    let marker = format!("{}\n{}", sp.record.entity_id, request.id);
-    if !idp
-        .sessions
-        .remember_once("logout-request", &marker, window)
-        .await
-        .map_err(|e| WebError::Sso(e.into()))?
-    {
-        return Err(WebError::Replay(request.id));
-    }
+    // saml-core 1.3.4: a replayed LogoutRequest ends nothing.
+    refuse_replay(idp, "logout-request", &sp.record.entity_id, &request.id).await?;
     let pending = PendingLogout {
         sp_entity_id: sp.record.entity_id.clone(),
         request_id: request.id,

@@ -298,20 +298,8 @@ async fn handle_request(
             }
         }
     }
-    // saml-core 1.3.4 and saml-profiles 4.1.4.5: a request ID is used once. The marker outlives the
-    // request's whole acceptance window, so a replay is refused for as long as it could be valid.
-    let window = Duration::from_secs(
-        (idp.config.saml.max_request_age_secs + 2 * idp.config.saml.clock_skew_secs).max(60) as u64,
-    );
-    let marker = format!("{}\n{}", sp.record.entity_id, request.id);
-    if !idp
-        .sessions
-        .remember_once("authn-request", &marker, window)
-        .await
-        .map_err(|e| WebError::Sso(e.into()))?
-    {
-        return Err(WebError::Replay(request.id.clone()));
-    }
+    // saml-profiles 4.1.4.5: an AuthnRequest ID is used once.
+    refuse_replay(idp, "authn-request", &sp.record.entity_id, &request.id).await?;
     let session = current_session(idp, headers).await?;
     tracing::debug!(%peer, sp = %sp.record.entity_id, has_session = session.is_some(), "authn request accepted");
     match &session {
@@ -379,6 +367,31 @@ pub async fn idp_initiated(
             outcome => Ok(respond(outcome)),
         },
         None => to_login(&idp, &pending).await,
+    }
+}
+
+/// Refuses a request whose ID its SP already used (saml-core 1.3.4: an ID is used once). The marker
+/// outlives the request's whole acceptance window, so a replay is refused for as long as it could be
+/// valid; `namespace` keeps the IDs of each kind of request apart.
+pub(super) async fn refuse_replay(
+    idp: &Idp,
+    namespace: &str,
+    sp_entity_id: &str,
+    request_id: &str,
+) -> Result<(), WebError> {
+    let window = Duration::from_secs(
+        (idp.config.saml.max_request_age_secs + 2 * idp.config.saml.clock_skew_secs).max(60) as u64,
+    );
+    let marker = format!("{sp_entity_id}\n{request_id}");
+    if idp
+        .sessions
+        .remember_once(namespace, &marker, window)
+        .await
+        .map_err(|e| WebError::Sso(e.into()))?
+    {
+        Ok(())
+    } else {
+        Err(WebError::Replay(request_id.to_owned()))
     }
 }
 

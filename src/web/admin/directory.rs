@@ -77,10 +77,7 @@ async fn users_page(console: Console, flash: Flash) -> Response {
     if let Err(denied) = console.require(Section::Users).await {
         return denied;
     }
-    let (users, flash) = match console.get::<Vec<UserRow>>("/users").await {
-        Ok(users) => (users, flash),
-        Err(f) => (Vec::new(), Flash::refused(f)),
-    };
+    let (users, flash) = console.list::<UserRow>("/users", flash).await;
     let page = UsersPage {
         l: console.layout(Section::Users, &flash).await,
         users,
@@ -393,10 +390,8 @@ async fn names_page(console: Console, role: bool, flash: Flash) -> Response {
         return denied;
     }
     let path = if role { "/roles" } else { "/groups" };
-    let (names, flash) = match console.get::<Vec<Named>>(path).await {
-        Ok(list) => (list.into_iter().map(|n| n.name).collect(), flash),
-        Err(f) => (Vec::new(), Flash::refused(f)),
-    };
+    let (named, flash) = console.list::<Named>(path, flash).await;
+    let names = named.into_iter().map(|n| n.name).collect();
     let page = NamesPage {
         l: console.layout(section, &flash).await,
         kind: if role { "role" } else { "group" },
@@ -418,28 +413,14 @@ async fn names_submit(console: Console, role: bool, form: NameForm) -> Response 
         Flash::invalid("Give a name.")
     } else {
         match form.op.as_str() {
-            "create" => Flash::of(
-                console
-                    .change::<Value>(
-                        Method::POST,
+            "create" => console.submit(Method::POST,
                         path,
                         &form.csrf_token,
-                        Some(json!({ "name": name })),
-                    )
-                    .await,
-                |_| format!("{kind} {name} created."),
-            ),
-            "delete" => Flash::of(
-                console
-                    .change::<Value>(
-                        Method::DELETE,
+                        Some(json!({ "name": name })), |_| format!("{kind} {name} created.")).await,
+            "delete" => console.submit(Method::DELETE,
                         &format!("{path}/{}", segment(name)),
                         &form.csrf_token,
-                        None,
-                    )
-                    .await,
-                |_| format!("{kind} {name} deleted."),
-            ),
+                        None, |_| format!("{kind} {name} deleted.")).await,
             _ => Flash::invalid("Unknown action."),
         }
     };
@@ -510,10 +491,7 @@ async fn admins_page(console: Console, flash: Flash) -> Response {
     if let Err(denied) = console.require(Section::Admins).await {
         return denied;
     }
-    let (grants, flash) = match console.get::<Vec<GrantRow>>("/admin-grants").await {
-        Ok(g) => (g, flash),
-        Err(f) => (Vec::new(), Flash::refused(f)),
-    };
+    let (grants, flash) = console.list::<GrantRow>("/admin-grants", flash).await;
     let sps = console
         .get::<Vec<Value>>("/sps")
         .await
@@ -547,31 +525,19 @@ pub async fn admins_submit(
                 "role": form.role,
                 "sp": if form.role == "app_admin" { optional(&form.sp) } else { None },
             });
-            Flash::of(
-                console
-                    .change::<Value>(Method::POST, "/admin-grants", &form.csrf_token, Some(body))
-                    .await,
-                |v| {
+            console.submit(Method::POST, "/admin-grants", &form.csrf_token, Some(body), |v| {
                     format!(
                         "Granted {} to {}.",
                         v["role"].as_str().unwrap_or(""),
                         v["username"].as_str().unwrap_or("")
                     )
-                },
-            )
+                }).await
         }
         "revoke" => match form.id.parse::<i64>() {
-            Ok(id) => Flash::of(
-                console
-                    .change::<Value>(
-                        Method::DELETE,
+            Ok(id) => console.submit(Method::DELETE,
                         &format!("/admin-grants/{id}"),
                         &form.csrf_token,
-                        None,
-                    )
-                    .await,
-                |_| "Grant revoked.".to_owned(),
-            ),
+                        None, |_| "Grant revoked.".to_owned()).await,
             Err(_) => Flash::invalid("Unknown grant."),
         },
         _ => Flash::invalid("Unknown action."),

@@ -1,6 +1,8 @@
 //! The login-monitoring dashboard (`/admin/logins`): attempts over time by outcome as an inline SVG
 //! bar chart drawn on the server (no script), the top failing users and denied addresses, countries,
-//! browsers, operating systems and devices, and the latest events, all for the filters of a GET form.
+//! browsers, operating systems and devices, the sign-ins flagged as anomalies (new country, new
+//! device: a tile with the counts and badges in the event table), and the latest events, all for the
+//! filters of a GET form.
 //!
 //! Like every console page it reads the admin API (`/logins/summary` and `/logins`) with the admin's
 //! session, so an app admin sees exactly what the API shows them: their SPs' events only. The CSV
@@ -13,7 +15,7 @@ use axum::response::Response;
 
 use super::{Console, Flash, Layout, Section};
 use crate::api::logins::{parse_time, LoginEventOut};
-use crate::events::dashboard::{Count, Summary};
+use crate::events::dashboard::{Anomalies, Count, Summary};
 use crate::events::Outcome;
 
 /// How many events the table shows.
@@ -54,6 +56,8 @@ struct FormValues {
     address: String,
     sp: String,
     country: String,
+    /// `only flagged sign-ins` is ticked (`anomaly=true`).
+    anomaly: bool,
 }
 
 /// One coloured part of a bar.
@@ -97,6 +101,11 @@ struct EventRow {
     sp: String,
     device: String,
     reason: String,
+    /// The event's id (a row's `data-id`, the API's `id`).
+    id: i64,
+    /// The anomaly flags of a successful sign-in: a country / a device new for the user.
+    new_country: bool,
+    new_device: bool,
 }
 
 #[derive(Template)]
@@ -115,6 +124,7 @@ struct LoginsPage {
     browsers: Vec<(String, i64)>,
     systems: Vec<(String, i64)>,
     devices: Vec<(String, i64)>,
+    anomalies: Anomalies,
     events: Vec<EventRow>,
 }
 
@@ -140,6 +150,7 @@ pub(super) async fn page(console: Console, RawQuery(raw): RawQuery) -> Response 
             "address" => f.address = value,
             "sp" => f.sp = value,
             "country" => f.country = value,
+            "anomaly" => f.anomaly = value == "true",
             _ => {}
         }
     }
@@ -162,6 +173,9 @@ pub(super) async fn page(console: Console, RawQuery(raw): RawQuery) -> Response 
             if !value.is_empty() {
                 qs.append_pair(key, value);
             }
+        }
+        if f.anomaly {
+            qs.append_pair("anomaly", "true");
         }
         qs.finish()
     };
@@ -197,6 +211,7 @@ pub(super) async fn page(console: Console, RawQuery(raw): RawQuery) -> Response 
         browsers: Vec::new(),
         operating_systems: Vec::new(),
         devices: Vec::new(),
+        anomalies: Anomalies::default(),
     });
     let to = parse_time(&f.to).unwrap_or(now);
     let chart = chart(&summary, parse_time(&f.from), to);
@@ -231,6 +246,9 @@ pub(super) async fn page(console: Console, RawQuery(raw): RawQuery) -> Response 
             ip: e.ip,
             sp: e.sp.unwrap_or_default(),
             reason: e.reason,
+            id: e.id,
+            new_country: e.new_country,
+            new_device: e.new_device,
         })
         .collect();
     let page = LoginsPage {
@@ -247,6 +265,7 @@ pub(super) async fn page(console: Console, RawQuery(raw): RawQuery) -> Response 
         browsers: pairs(&summary.browsers),
         systems: pairs(&summary.operating_systems),
         devices: pairs(&summary.devices),
+        anomalies: summary.anomalies.clone(),
         chart,
         events,
         f,

@@ -358,6 +358,15 @@ impl Console {
         self.call(Method::GET, path, None, None).await
     }
 
+    /// The list a page shows, read from the admin API. When the API refuses, the page still renders:
+    /// with an empty list and the refusal in place of `flash`.
+    pub async fn list<T: DeserializeOwned>(&self, path: &str, flash: Flash) -> (Vec<T>, Flash) {
+        match self.get::<Vec<T>>(path).await {
+            Ok(items) => (items, flash),
+            Err(f) => (Vec::new(), Flash::refused(f)),
+        }
+    }
+
     /// A change through the admin API; `csrf` is the page's token, already checked against the cookie.
     pub async fn change<T: DeserializeOwned>(
         &self,

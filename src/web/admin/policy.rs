@@ -65,10 +65,7 @@ async fn ip_rules_page(console: Console, flash: Flash) -> Response {
     if let Err(denied) = console.require(Section::IpRules).await {
         return denied;
     }
-    let (rules, flash) = match console.get::<Vec<IpRuleRow>>("/ip-rules").await {
-        Ok(r) => (r, flash),
-        Err(f) => (Vec::new(), Flash::refused(f)),
-    };
+    let (rules, flash) = console.list::<IpRuleRow>("/ip-rules", flash).await;
     let page = IpRulesPage {
         l: console.layout(Section::IpRules, &flash).await,
         rules,
@@ -98,29 +95,15 @@ pub async fn ip_rules_submit(
                 kind @ ("roles" | "groups" | "users") => body[kind] = json!(names),
                 _ => {}
             }
-            Flash::of(
-                console
-                    .change::<Value>(
-                        Method::POST,
+            console.submit(Method::POST,
                         &format!("/ip-rules{confirm}"),
                         token,
-                        Some(body),
-                    )
-                    .await,
-                |_| format!("IP rule {name} added."),
-            )
+                        Some(body), |_| format!("IP rule {name} added.")).await
         }
-        "delete" => Flash::of(
-            console
-                .change::<Value>(
-                    Method::DELETE,
+        "delete" => console.submit(Method::DELETE,
                     &format!("/ip-rules/{}{confirm}", segment(name)),
                     token,
-                    None,
-                )
-                .await,
-            |_| format!("IP rule {name} removed."),
-        ),
+                    None, |_| format!("IP rule {name} removed.")).await,
         _ => Flash::invalid("Unknown action."),
     };
     ip_rules_page(console, flash).await
@@ -241,10 +224,7 @@ async fn policies_page(console: Console, flash: Flash) -> Response {
     if let Err(denied) = console.require(Section::Policies).await {
         return denied;
     }
-    let (policies, flash) = match console.get::<Vec<PolicyRow>>("/policies").await {
-        Ok(p) => (p, flash),
-        Err(f) => (Vec::new(), Flash::refused(f)),
-    };
+    let (policies, flash) = console.list::<PolicyRow>("/policies", flash).await;
     let assignments = console
         .get::<Vec<AssignmentRow>>("/policy-assignments")
         .await
@@ -273,43 +253,22 @@ pub async fn policies_submit(
     let flash = match form.op.as_str() {
         "create" => match policy_of(&form) {
             Err(message) => Flash::invalid(message),
-            Ok(body) => Flash::of(
-                console
-                    .change::<Value>(
-                        Method::POST,
+            Ok(body) => console.submit(Method::POST,
                         &format!("/policies{confirm}"),
                         token,
-                        Some(body),
-                    )
-                    .await,
-                |_| format!("Security policy {name} created."),
-            ),
+                        Some(body), |_| format!("Security policy {name} created.")).await,
         },
         "save" => match policy_of(&form) {
             Err(message) => Flash::invalid(message),
-            Ok(body) => Flash::of(
-                console
-                    .change::<Value>(
-                        Method::PUT,
+            Ok(body) => console.submit(Method::PUT,
                         &format!("/policies/{}{confirm}", segment(name)),
                         token,
-                        Some(body),
-                    )
-                    .await,
-                |_| format!("Security policy {name} saved."),
-            ),
+                        Some(body), |_| format!("Security policy {name} saved.")).await,
         },
-        "delete" => Flash::of(
-            console
-                .change::<Value>(
-                    Method::DELETE,
+        "delete" => console.submit(Method::DELETE,
                     &format!("/policies/{}{confirm}", segment(name)),
                     token,
-                    None,
-                )
-                .await,
-            |_| format!("Security policy {name} deleted."),
-        ),
+                    None, |_| format!("Security policy {name} deleted.")).await,
         "assign" => match number("Priority", &form.priority) {
             Err(message) => Flash::invalid(message),
             Ok(priority) => {
@@ -319,40 +278,26 @@ pub async fn policies_submit(
                     "target_name": form.target_name.trim(),
                     "priority": priority.unwrap_or(0),
                 });
-                Flash::of(
-                    console
-                        .change::<Value>(
-                            Method::PUT,
+                console.submit(Method::PUT,
                             &format!("/policy-assignments{confirm}"),
                             token,
-                            Some(body),
-                        )
-                        .await,
-                    |_| {
+                            Some(body), |_| {
                         format!(
                             "Policy {name} assigned to {} {}.",
                             form.target_kind,
                             form.target_name.trim()
                         )
-                    },
-                )
+                    }).await
             }
         },
-        "unassign" => Flash::of(
-            console
-                .change::<Value>(
-                    Method::DELETE,
+        "unassign" => console.submit(Method::DELETE,
                     &format!(
                         "/policy-assignments/{}/{}{confirm}",
                         segment(&form.target_kind),
                         segment(form.target_name.trim())
                     ),
                     token,
-                    None,
-                )
-                .await,
-            |_| "Assignment removed.".to_owned(),
-        ),
+                    None, |_| "Assignment removed.".to_owned()).await,
         _ => Flash::invalid("Unknown action."),
     };
     policies_page(console, flash).await

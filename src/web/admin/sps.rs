@@ -69,10 +69,7 @@ async fn list_page(console: Console, flash: Flash) -> Response {
         return denied;
     }
     // The API lists only the SPs the admin may read (app admins: theirs).
-    let (sps, flash) = match console.get::<Vec<SpRow>>("/sps").await {
-        Ok(sps) => (sps, flash),
-        Err(f) => (Vec::new(), Flash::refused(f)),
-    };
+    let (sps, flash) = console.list::<SpRow>("/sps", flash).await;
     let page = SpsPage {
         l: console.layout(Section::Sps, &flash).await,
         sps,
@@ -330,25 +327,13 @@ pub async fn detail_submit(
             Err(f) => Flash::refused(f),
             Ok(current) => match settings_of(&form, &current) {
                 Err(message) => Flash::invalid(message),
-                Ok(settings) => Flash::of(
-                    console
-                        .change::<Value>(
-                            Method::PUT,
+                Ok(settings) => console.submit(Method::PUT,
                             &format!("{base}/settings"),
                             token,
-                            Some(settings),
-                        )
-                        .await,
-                    |_| "Settings saved.".to_owned(),
-                ),
+                            Some(settings), |_| "Settings saved.".to_owned()).await,
             },
         },
-        op @ ("enable" | "disable") => Flash::of(
-            console
-                .change::<Value>(Method::POST, &format!("{base}/{op}"), token, None)
-                .await,
-            |_| format!("Application {op}d."),
-        ),
+        op @ ("enable" | "disable") => console.submit(Method::POST, &format!("{base}/{op}"), token, None, |_| format!("Application {op}d.")).await,
         op @ ("assign" | "unassign") => {
             let username = form.username.trim();
             if username.is_empty() {
@@ -359,30 +344,16 @@ pub async fn detail_submit(
                 } else {
                     Method::DELETE
                 };
-                Flash::of(
-                    console
-                        .change::<Value>(
-                            method,
+                console.submit(method,
                             &format!("{base}/users/{}", segment(username)),
                             token,
-                            None,
-                        )
-                        .await,
-                    |_| format!("{username} {op}ed."),
-                )
+                            None, |_| format!("{username} {op}ed.")).await
             }
         }
-        "metadata" => Flash::of(
-            console
-                .change::<Value>(
-                    Method::PUT,
+        "metadata" => console.submit(Method::PUT,
                     &format!("{base}/metadata"),
                     token,
-                    Some(json!({ "metadata_xml": form.metadata_xml })),
-                )
-                .await,
-            |_| "Metadata replaced.".to_owned(),
-        ),
+                    Some(json!({ "metadata_xml": form.metadata_xml })), |_| "Metadata replaced.".to_owned()).await,
         "delete" => match console
             .change::<Value>(Method::DELETE, &base, token, None)
             .await
@@ -465,13 +436,9 @@ async fn rules_page(console: Console, flash: Flash) -> Response {
     if let Err(denied) = console.require(Section::AssignmentRules).await {
         return denied;
     }
-    let (rules, flash) = match console
-        .get::<Vec<AssignmentRule>>("/assignment-rules")
-        .await
-    {
-        Ok(r) => (r, flash),
-        Err(f) => (Vec::new(), Flash::refused(f)),
-    };
+    let (rules, flash) = console
+        .list::<AssignmentRule>("/assignment-rules", flash)
+        .await;
     let sps = console
         .get::<Vec<SpRow>>("/sps")
         .await
@@ -541,12 +508,7 @@ pub async fn rules_submit(console: Console, CheckedForm(form): CheckedForm<RuleF
     let flash = match form.op.as_str() {
         "create" => match rule_of(&form) {
             Err(message) => Flash::invalid(message),
-            Ok(rule) => Flash::of(
-                console
-                    .change::<Value>(Method::POST, "/assignment-rules", token, Some(rule))
-                    .await,
-                |_| format!("Assignment rule {name} created."),
-            ),
+            Ok(rule) => console.submit(Method::POST, "/assignment-rules", token, Some(rule), |_| format!("Assignment rule {name} created.")).await,
         },
         op @ ("enable" | "disable") => {
             let rules = console
@@ -561,21 +523,11 @@ pub async fn rules_submit(console: Console, CheckedForm(form): CheckedForm<RuleF
                 Ok(Some(mut rule)) => {
                     rule.enabled = op == "enable";
                     let body = serde_json::to_value(&rule).unwrap_or(Value::Null);
-                    Flash::of(
-                        console
-                            .change::<Value>(Method::PUT, &path, token, Some(body))
-                            .await,
-                        |_| format!("Assignment rule {name} {op}d."),
-                    )
+                    console.submit(Method::PUT, &path, token, Some(body), |_| format!("Assignment rule {name} {op}d.")).await
                 }
             }
         }
-        "delete" => Flash::of(
-            console
-                .change::<Value>(Method::DELETE, &path, token, None)
-                .await,
-            |_| format!("Assignment rule {name} deleted."),
-        ),
+        "delete" => console.submit(Method::DELETE, &path, token, None, |_| format!("Assignment rule {name} deleted.")).await,
         _ => Flash::invalid("Unknown action."),
     };
     rules_page(console, flash).await
