@@ -492,7 +492,11 @@ impl Idp {
             .ok_or_else(|| SsoError::UnknownSp(entity_id.to_owned()))?;
         if let Ok(cache) = self.sp_cache.read() {
             if let Some(hit) = cache.get(entity_id) {
-                if hit.record == record {
+                // saml-metadata 2.3.1, 2.3.2, 2.4.1: validUntil is when the metadata (and all it
+                // contains) expires. A cached copy past it is not served: the parse below refuses
+                // it, as a node without the cache would.
+                let fresh = hit.metadata.valid_until.is_none_or(|t| t > Utc::now());
+                if hit.record == record && fresh {
                     return Ok(hit.clone());
                 }
             }

@@ -128,6 +128,16 @@ pub async fn logout_session(
     Ok(others)
 }
 
+/// The entry recorded last for `sp_entity_id` in `session`: the NameID of the latest assertion to
+/// that SP (entries are appended in SSO order; saml-profiles 4.4.4.1).
+pub fn latest_participant<'a>(session: &'a Session, sp_entity_id: &str) -> Option<&'a SpSession> {
+    session
+        .sp_sessions
+        .iter()
+        .rev()
+        .find(|p| p.sp_entity_id == sp_entity_id)
+}
+
 /// One LogoutRequest ready to go to one SP's SOAP endpoint.
 struct Outbound {
     /// Where the report goes in the result list.
@@ -155,6 +165,11 @@ pub async fn propagate(idp: &Idp, session: &Session, initiator: Option<&str>) ->
             continue;
         }
         let slot = reports.len();
+        // saml-profiles 4.4.4.1: the NameID must strongly match the one in the SP's latest
+        // assertion. A transient NameID is new on every SSO, so an SP reached twice has several
+        // entries (all with the one SessionIndex): the last one is the current.
+        let participant =
+            latest_participant(session, &participant.sp_entity_id).unwrap_or(participant);
         let mut report = SpLogout {
             entity_id: participant.sp_entity_id.clone(),
             display_name: participant.sp_entity_id.clone(),

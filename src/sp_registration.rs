@@ -153,6 +153,61 @@ fn is_loopback(url: &url::Url) -> bool {
     }
 }
 
+/// Whether the URL's host is an address inside the network rather than on the internet: loopback,
+/// private (RFC 1918, IPv6 unique local), link-local, shared (RFC 6598), unspecified or broadcast.
+/// Only literal addresses (and `localhost`) are recognised; a name is not resolved here.
+fn is_internal(url: &url::Url) -> bool {
+    let v4 = |ip: std::net::Ipv4Addr| {
+        ip.is_loopback()
+            || ip.is_private()
+            || ip.is_link_local()
+            || ip.is_unspecified()
+            || ip.is_broadcast()
+            || (ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64)
+    };
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => v4(ip),
+        Some(url::Host::Ipv6(ip)) => match IpAddr::V6(ip).to_canonical() {
+            IpAddr::V4(mapped) => v4(mapped),
+            IpAddr::V6(ip) => {
+                let first = ip.segments()[0];
+                ip.is_loopback()
+                    || ip.is_unspecified()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80
+            }
+        },
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
+/// The redirect rule on top of [`transport_allowed`]: a document asked for outside this machine may
+/// not send the fetch to this machine or into the private network (a registration URL must not be a
+/// way to make Tessera request internal services).
+fn redirect_allowed(from: &url::Url, to: &url::Url, pinned: bool) -> Result<(), String> {
+    transport_allowed(to, pinned)?;
+    if !is_loopback(from) && is_internal(to) {
+        return Err("a redirect from outside may not lead to a loopback or private address".into());
+    }
+    Ok(())
+}
+
+/// Parses the pinned certificate, if any, before anything is fetched: only a real certificate (whose
+/// signature will then be required) may unlock plain http. Returns whether there is a pin.
+fn pin_present(pinned_cert: Option<&str>) -> Result<bool, RegistrationError> {
+    match pinned_cert {
+        Some(pem) => {
+            X509::from_pem(pem.as_bytes()).map_err(|_| RegistrationError::PinnedCertificate)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 /// The fetch rule: https always; http only to the loopback or when a pinned signature protects the
 /// content (then the transport adds nothing the signature does not already give).
 fn transport_allowed(url: &url::Url, pinned: bool) -> Result<(), String> {
@@ -185,11 +240,12 @@ pub async fn fetch_metadata(
     };
     let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
     transport_allowed(&parsed, pinned).map_err(bad)?;
+    let origin = parsed.clone();
     let redirects = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= MAX_REDIRECTS {
             return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
         }
-        match transport_allowed(attempt.url(), pinned) {
+        match redirect_allowed(&origin, attempt.url(), pinned) {
             Ok(()) => attempt.follow(),
             Err(problem) => {
                 let message = format!("redirected to {}: {problem}", attempt.url());
@@ -320,11 +376,10 @@ pub async fn register_from_url(
         url: source.url.clone(),
         problem: e.to_string(),
     })?;
-    transport_allowed(&parsed, source.pinned_cert.is_some()).map_err(|problem| {
-        RegistrationError::BadUrl {
-            url: source.url.clone(),
-            problem,
-        }
+    let pinned = pin_present(source.pinned_cert.as_deref())?;
+    transport_allowed(&parsed, pinned).map_err(|problem| RegistrationError::BadUrl {
+        url: source.url.clone(),
+        problem,
     })?;
     directory::SpProfile {
         display_name: registration
@@ -336,7 +391,7 @@ pub async fn register_from_url(
         source: Some(source.clone()),
     }
     .validate()?;
-    let xml = fetch_metadata(&source.url, source.pinned_cert.is_some(), limits).await?;
+    let xml = fetch_metadata(&source.url, pinned, limits).await?;
     let entities = check_metadata(&xml, source.pinned_cert.as_deref(), now)?;
     let mut out = Vec::new();
     for entity in entities {
@@ -439,7 +494,8 @@ pub async fn fetch_checked(
     limits: &FetchLimits,
     now: DateTime<Utc>,
 ) -> Result<String, RegistrationError> {
-    let xml = fetch_metadata(&source.url, source.pinned_cert.is_some(), limits).await?;
+    let pinned = pin_present(source.pinned_cert.as_deref())?;
+    let xml = fetch_metadata(&source.url, pinned, limits).await?;
     let entities = check_metadata(&xml, source.pinned_cert.as_deref(), now)?;
     if !entities.iter().any(|e| e.entity_id == entity_id) {
         return Err(RegistrationError::EntityMissing(entity_id.to_owned()));
@@ -558,5 +614,47 @@ mod tests {
         assert!(transport_allowed(&url("ftp://sp.example/md")?, true).is_err());
         assert!(transport_allowed(&url("file:///etc/passwd")?, true).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn redirects_from_outside_stay_outside() -> Result<(), url::ParseError> {
+        let url = |s: &str| url::Url::parse(s);
+        let outside = url("https://sp.example/md")?;
+        for inside in [
+            "http://127.0.0.1:8080/x",
+            "https://10.1.2.3/x",
+            "https://172.16.0.1/x",
+            "https://192.168.1.1/x",
+            "https://169.254.169.254/latest/meta-data",
+            "https://100.64.0.1/x",
+            "https://0.0.0.0/x",
+            "https://[::1]/x",
+            "https://[fd00::5]/x",
+            "https://[fe80::1]/x",
+            "https://[::ffff:10.0.0.1]/x",
+            "http://localhost/x",
+            "https://a.localhost./x",
+        ] {
+            assert!(
+                redirect_allowed(&outside, &url(inside)?, true).is_err(),
+                "{inside}"
+            );
+        }
+        assert!(redirect_allowed(&outside, &url("https://cdn.example/md")?, false).is_ok());
+        assert!(redirect_allowed(&outside, &url("https://8.8.8.8/md")?, false).is_ok());
+        // From the loopback (a local mirror), the loopback and private network stay reachable.
+        let local = url("http://127.0.0.1:9000/md")?;
+        assert!(redirect_allowed(&local, &url("http://127.0.0.1:9001/md")?, false).is_ok());
+        assert!(redirect_allowed(&local, &url("https://10.0.0.1/md")?, false).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn a_pin_must_be_a_certificate() {
+        assert!(!pin_present(None).unwrap_or(true));
+        assert!(matches!(
+            pin_present(Some("x")),
+            Err(RegistrationError::PinnedCertificate)
+        ));
     }
 }

@@ -386,11 +386,13 @@ const MATRIX: &[MatrixRow] = &[
     ),
     row("DELETE", "/api/v1/roles/r-{r}", None, [204, 204, 403, 403]),
     row("GET", "/api/v1/tokens", None, [200, 200, 200, 200]),
+    // The matrix runs with tokens, and a token cannot mint tokens (created from a session: see
+    // tokens_cannot_mint_tokens).
     row(
         "POST",
         "/api/v1/tokens",
         Some(r#"{"name":"mine","scope":"read","expires_in_days":1}"#),
-        [201, 201, 201, 201],
+        [403, 403, 403, 403],
     ),
     row("DELETE", "/api/v1/tokens/{tok}", None, [204, 204, 204, 204]),
     row("GET", "/api/v1/admin-grants", None, [200, 200, 403, 403]),
@@ -513,19 +515,27 @@ const MATRIX: &[MatrixRow] = &[
         [201, 201, 403, 403],
     ),
     row("GET", "/api/v1/sps/{sp}", None, [200, 200, 200, 403]),
+    // Name and logo: the SP's app admin too; a new metadata source: org-wide admins only, so the app
+    // admin's SP has no source to refresh from (409 no_source).
+    row(
+        "PUT",
+        "/api/v1/sps/{sp}/profile",
+        Some(r#"{"display_name":"SP {r}","logo_url":"https://cdn.example/{r}.png"}"#),
+        [200, 200, 200, 403],
+    ),
     row(
         "PUT",
         "/api/v1/sps/{sp}/profile",
         Some(
             r#"{"display_name":"SP {r}","logo_url":"https://cdn.example/{r}.png","source":{"metadata_url":"{md}/sp-{r}.xml","refresh_secs":600}}"#,
         ),
-        [200, 200, 200, 403],
+        [200, 200, 403, 403],
     ),
     row(
         "POST",
         "/api/v1/sps/{sp}/refresh",
         None,
-        [200, 200, 200, 403],
+        [200, 200, 409, 403],
     ),
     row(
         "PUT",
@@ -778,6 +788,62 @@ async fn permission_matrix_postgres() {
     run_matrix(&f).await;
 }
 
+/// A browser signed in to Tessera, with the CSRF value its session-authenticated changes send.
+struct Session {
+    browser: Browser,
+    csrf: String,
+}
+
+impl Session {
+    async fn sign_in(idp: &TestIdp, username: &str) -> Session {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let browser = Browser::with(BrowserOptions {
+            jar: Some(jar.clone()),
+            ..BrowserOptions::default()
+        });
+        browser.sign_in(idp, username).await;
+        let url: reqwest::Url = idp.url("/").parse().unwrap();
+        let cookies = reqwest::cookie::CookieStore::cookies(&*jar, &url).unwrap();
+        let csrf = cookies
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .find_map(|c| c.strip_prefix("tessera_csrf="))
+            .unwrap()
+            .to_owned();
+        Session { browser, csrf }
+    }
+
+    /// One API call with the session (and the CSRF header); the status and the JSON body.
+    async fn call(
+        &self,
+        idp: &TestIdp,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .browser
+            .client
+            .request(method, idp.url(path))
+            .header("X-CSRF-Token", &self.csrf);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"))
+        };
+        (status, json)
+    }
+}
+
 /// A started Tessera with one super admin `root` holding a write token.
 async fn with_root() -> (TestIdp, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -793,15 +859,10 @@ async fn token_lifecycle_shown_once_hashed_expiring_revocable_and_ranged() {
     let (idp, _dir, root) = with_root().await;
     let here = client_at("127.0.0.1");
     let body = json!({"name": "deploy", "scope": "write", "expires_in_days": 7, "ip_ranges": ["127.0.0.2/32"]});
-    let (status, created) = call(
-        &here,
-        &idp,
-        Some(&root),
-        Method::POST,
-        "/api/v1/tokens",
-        Some(&body),
-    )
-    .await;
+    let session = Session::sign_in(&idp, "root").await;
+    let (status, created) = session
+        .call(&idp, Method::POST, "/api/v1/tokens", Some(&body))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let token = created["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("tsr_") && token.len() > 40, "{token}");
@@ -1896,7 +1957,8 @@ async fn sps_are_registered_from_a_url_edited_and_refreshed_through_the_api() {
     assert_eq!(json["code"], "fetch_failed");
     assert!(json["message"].as_str().unwrap().contains("404"), "{json}");
 
-    // The app admin changes name, logo and source at once; the new URL's metadata is stored with them.
+    // Where the metadata comes from is org-wide: the app admin of the SP may not point it elsewhere
+    // (the server would fetch whatever they name), nor change the pin; nothing changes.
     server.serve(
         "/wiki-v2.xml",
         &sp_metadata(WIKI, "https://wiki.sp.test/acs/2"),
@@ -1907,10 +1969,36 @@ async fn sps_are_registered_from_a_url_edited_and_refreshed_through_the_api() {
         "logo_url": "https://cdn.example/wiki.png",
         "source": {"metadata_url": server.url("/wiki-v2.xml"), "refresh_secs": 600},
     });
+    for attempt in [
+        profile.clone(),
+        json!({"display_name": "Wiki", "source": {"metadata_url": server.url("/wiki.xml"), "refresh_secs": 3600, "pinned_cert_pem": signer_pem}}),
+        json!({"display_name": "Wiki", "source": {"metadata_url": "http://127.0.0.1:1/internal", "refresh_secs": 3600}}),
+    ] {
+        let (status, json) = call(
+            &here,
+            &idp,
+            Some(&app),
+            Method::PUT,
+            &profile_path,
+            Some(&attempt),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{attempt}: {json}");
+        assert_eq!(json["code"], "forbidden");
+    }
+    let unchanged = d.get_sp(WIKI).await.unwrap().unwrap();
+    assert_eq!(
+        unchanged.source.as_ref().unwrap().url,
+        server.url("/wiki.xml")
+    );
+    assert_eq!(unchanged.display_name, "Wiki");
+
+    // An org-wide admin changes name, logo and source at once; the new URL's metadata is stored with
+    // them.
     let (status, json) = call(
         &here,
         &idp,
-        Some(&app),
+        Some(&root),
         Method::PUT,
         &profile_path,
         Some(&profile),
@@ -1941,7 +2029,7 @@ async fn sps_are_registered_from_a_url_edited_and_refreshed_through_the_api() {
         let (status, json) = call(
             &here,
             &idp,
-            Some(&app),
+            Some(&root),
             Method::PUT,
             &profile_path,
             Some(&bad),
@@ -1977,23 +2065,23 @@ async fn sps_are_registered_from_a_url_edited_and_refreshed_through_the_api() {
         .unwrap()
         .metadata_xml
         .contains("acs/3"));
+    // A failed refresh: the app admin learns only that it failed (the details would make the refresh
+    // a probe of what the server can reach); an org-wide admin sees why.
+    const GENERIC: &str =
+        "the metadata could not be fetched; an org admin can see why in the SP's refresh status";
     server.answer("/wiki-v2.xml", 500, "");
     let (status, json) = call(&here, &idp, Some(&app), Method::POST, &refresh_path, None).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(json["outcome"], "failed");
-    assert!(
-        json["last_error"].as_str().unwrap().contains("500"),
-        "{json}"
-    );
-    let (_, shown) = call(
-        &here,
-        &idp,
-        Some(&app),
-        Method::GET,
-        &format!("/api/v1/sps/{id}"),
-        None,
-    )
-    .await;
+    assert_eq!(json["last_error"], GENERIC, "{json}");
+    assert_eq!(json["sp"]["refresh"]["last_error"], GENERIC, "{json}");
+    let sp_path = format!("/api/v1/sps/{id}");
+    let (_, shown) = call(&here, &idp, Some(&app), Method::GET, &sp_path, None).await;
+    assert_eq!(shown["refresh"]["last_error"], GENERIC, "{shown}");
+    assert!(shown["metadata_xml"].as_str().unwrap().contains("acs/3"));
+    let (_, listed) = call(&here, &idp, Some(&app), Method::GET, "/api/v1/sps", None).await;
+    assert_eq!(listed[0]["refresh"]["last_error"], GENERIC, "{listed}");
+    let (_, shown) = call(&here, &idp, Some(&root), Method::GET, &sp_path, None).await;
     assert!(
         shown["refresh"]["last_error"]
             .as_str()
@@ -2001,7 +2089,6 @@ async fn sps_are_registered_from_a_url_edited_and_refreshed_through_the_api() {
             .contains("500"),
         "{shown}"
     );
-    assert!(shown["metadata_xml"].as_str().unwrap().contains("acs/3"));
 
     // An SP registered from a document has nothing to refresh from.
     let metadata = fetch_idp_metadata(&idp).await;
@@ -2038,7 +2125,7 @@ async fn sps_are_registered_from_a_url_edited_and_refreshed_through_the_api() {
     assert_eq!(of("sp.create").len(), 2, "{audit}");
     let profile_changes = of("sp.profile");
     assert_eq!(profile_changes.len(), 1, "{audit}");
-    assert_eq!(profile_changes[0]["actor"], "user:appy");
+    assert_eq!(profile_changes[0]["actor"], "user:root");
     assert_eq!(profile_changes[0]["target"], format!("sp:{WIKI}"));
     assert_eq!(profile_changes[0]["before"]["display_name"], "Wiki");
     assert_eq!(profile_changes[0]["after"]["display_name"], "Team Wiki");
@@ -2050,6 +2137,23 @@ async fn sps_are_registered_from_a_url_edited_and_refreshed_through_the_api() {
         .unwrap()
         .contains("500"));
     assert_eq!(refreshes[0]["before"]["refresh"]["last_error"], Value::Null);
+
+    // The app admin still edits name and logo, sending the source back as it is.
+    let (_, current) = call(&here, &idp, Some(&root), Method::GET, &sp_path, None).await;
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&app),
+        Method::PUT,
+        &profile_path,
+        Some(&json!({"display_name": "Wiki 2", "logo_url": "https://cdn.example/wiki.png", "source": current["source"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(
+        d.get_sp(WIKI).await.unwrap().unwrap().display_name,
+        "Wiki 2"
+    );
 }
 
 #[tokio::test]
@@ -2385,4 +2489,363 @@ async fn helpdesk_unlocks_a_locked_out_user_and_address_through_the_api_and_it_i
     assert_eq!(address.len(), 1, "{audit}");
     assert_eq!(address[0]["before"]["sign_in_locked"], true);
     idp.stop().await;
+}
+
+#[tokio::test]
+async fn admins_change_their_own_password_and_mfa_on_the_account_pages_not_through_the_api() {
+    let (idp, _dir, root) = with_root().await;
+    let d = &idp.idp.directory;
+    let here = client_at("127.0.0.1");
+    idp.add_user("olga", &[]).await;
+    grant(&idp, "olga", AdminRole::OrgAdmin, None).await;
+    let olga = Session::sign_in(&idp, "olga").await;
+    // Neither a token nor a session resets, on oneself, what guards the account.
+    for (method, path, body) in [
+        (Method::POST, "/api/v1/users/root/password", Some(json!({}))),
+        (Method::POST, "/api/v1/users/root/mfa/reset", None),
+        (Method::GET, "/api/v1/users/root/sessions", None),
+        (Method::DELETE, "/api/v1/users/root/sessions", None),
+        (Method::POST, "/api/v1/users/root/unlock", None),
+        (
+            Method::PUT,
+            "/api/v1/users/root",
+            Some(json!({"email": "x@example.org"})),
+        ),
+        (Method::PUT, "/api/v1/users/root/groups/staff", None),
+    ] {
+        let (status, json) = call(
+            &here,
+            &idp,
+            Some(&root),
+            method.clone(),
+            path,
+            body.as_ref(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {json}");
+        assert_eq!(json["code"], "self_service", "{path}: {json}");
+        let message = json["message"].as_str().unwrap();
+        for page in ["/password", "/mfa/manage", "/sessions"] {
+            assert!(message.contains(page), "{message}");
+        }
+        let own = path.replace("/root", "/olga");
+        let (status, json) = olga.call(&idp, method, &own, body.as_ref()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{own}: {json}");
+        assert_eq!(json["code"], "self_service", "{own}: {json}");
+    }
+    // The password still works, and nothing was audited.
+    for user in ["root", "olga"] {
+        assert!(matches!(
+            d.verify_password(user, common::idp::PASSWORD)
+                .await
+                .unwrap(),
+            tessera::directory::PasswordCheck::Authenticated(_)
+        ));
+    }
+    let (_, audit) = call(&here, &idp, Some(&root), Method::GET, "/api/v1/audit", None).await;
+    assert_eq!(audit.as_array().unwrap().len(), 0, "{audit}");
+    // Still refused as before: disabling or deleting oneself.
+    for (method, path) in [
+        (Method::POST, "/api/v1/users/root/disable"),
+        (Method::DELETE, "/api/v1/users/root"),
+    ] {
+        let (status, json) = call(&here, &idp, Some(&root), method, path, None).await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (StatusCode::CONFLICT, Some("self")),
+            "{path}: {json}"
+        );
+    }
+    // The console's page of oneself renders, without the support actions (which it offers for a
+    // plain user).
+    let page = olga.browser.get(&idp.url("/admin/users/olga")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("olga"));
+    assert!(
+        !page.body.contains("value=\"reset_password\""),
+        "{}",
+        page.body
+    );
+    idp.add_user("bob", &[]).await;
+    let page = olga.browser.get(&idp.url("/admin/users/bob")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("value=\"reset_password\""),
+        "{}",
+        page.body
+    );
+    // Reading oneself is fine, and another admin still resets the password of an admin below them.
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::GET,
+        "/api/v1/users/root",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::POST,
+        "/api/v1/users/olga/password",
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+}
+
+#[tokio::test]
+async fn tokens_cannot_mint_tokens() {
+    let (idp, _dir, _root) = with_root().await;
+    let d = &idp.idp.directory;
+    let here = client_at("127.0.0.1");
+    // A narrow token: one address range, one day.
+    let expires = chrono::Utc::now().timestamp() + 86_400;
+    let narrow = d
+        .create_api_token(
+            "root",
+            "narrow",
+            TokenScope::Write,
+            expires,
+            Some(&["127.0.0.0/8".parse::<tessera::policy::IpRange>().unwrap()][..]),
+        )
+        .await
+        .unwrap()
+        .1;
+    let before = d.list_api_tokens(None).await.unwrap().len();
+    let wide = json!({"name": "wide", "scope": "write", "expires_in_days": 365});
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&narrow),
+        Method::POST,
+        "/api/v1/tokens",
+        Some(&wide),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+    assert_eq!(json["code"], "token_cannot_mint");
+    assert!(json["message"]
+        .as_str()
+        .unwrap()
+        .contains("browser session"));
+    assert_eq!(d.list_api_tokens(None).await.unwrap().len(), before);
+    // From a browser session it works.
+    let session = Session::sign_in(&idp, "root").await;
+    let (status, json) = session
+        .call(&idp, Method::POST, "/api/v1/tokens", Some(&wide))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    assert_eq!(d.list_api_tokens(None).await.unwrap().len(), before + 1);
+}
+
+#[tokio::test]
+async fn org_admins_cannot_change_what_applies_to_super_admins() {
+    let (idp, _dir, root) = with_root().await;
+    let d = &idp.idp.directory;
+    let here = client_at("127.0.0.1");
+    idp.add_user("olga", &[]).await;
+    grant(&idp, "olga", AdminRole::OrgAdmin, None).await;
+    let olga = token_for(&idp, "olga", TokenScope::Write).await;
+    idp.add_user("bob", &[]).await;
+    d.create_group("ops").await.unwrap();
+    d.add_user_to_group("root", "ops").await.unwrap();
+    d.create_group("staff").await.unwrap();
+    d.add_user_to_group("bob", "staff").await.unwrap();
+    let affects = |status: StatusCode, json: &Value| {
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("affects_super_admin")),
+            "{json}"
+        );
+        assert!(json["message"].as_str().unwrap().contains("root"), "{json}");
+    };
+    let rule_on = |scope: Value| {
+        let mut rule = json!({"name": "office", "ranges": ["10.0.0.0/8"]});
+        for (k, v) in scope.as_object().unwrap() {
+            rule[k] = v.clone();
+        }
+        rule
+    };
+    // An IP rule on the super admin, their group, or everyone: refused, nothing stored.
+    for scope in [
+        json!({"users": ["root"]}),
+        json!({"groups": ["ops"]}),
+        json!({"everyone": true}),
+    ] {
+        let (status, json) = call(
+            &here,
+            &idp,
+            Some(&olga),
+            Method::POST,
+            "/api/v1/ip-rules?confirm=true",
+            Some(&rule_on(scope)),
+        )
+        .await;
+        affects(status, &json);
+    }
+    assert!(d.list_ip_rules().await.unwrap().is_empty());
+    // A policy assigned to the super admin, or their group: refused.
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::POST,
+        "/api/v1/policies",
+        Some(&json!({"name": "lax"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    for (kind, name) in [("user", "root"), ("group", "ops")] {
+        let (status, json) = call(
+            &here,
+            &idp,
+            Some(&olga),
+            Method::PUT,
+            "/api/v1/policy-assignments",
+            Some(&json!({"policy": "lax", "target_kind": kind, "target_name": name})),
+        )
+        .await;
+        affects(status, &json);
+    }
+    // Once a super admin assigned it, the org admin may neither weaken it nor remove the assignment.
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::PUT,
+        "/api/v1/policy-assignments",
+        Some(&json!({"policy": "lax", "target_kind": "user", "target_name": "root"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::PUT,
+        "/api/v1/policies/lax",
+        Some(&json!({"session_idle_secs": 600})),
+    )
+    .await;
+    affects(status, &json);
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::DELETE,
+        "/api/v1/policy-assignments/user/root",
+        None,
+    )
+    .await;
+    affects(status, &json);
+    // Nor delete a group the super admin is in.
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::DELETE,
+        "/api/v1/groups/ops",
+        None,
+    )
+    .await;
+    affects(status, &json);
+    assert!(d
+        .list_groups()
+        .await
+        .unwrap()
+        .iter()
+        .any(|g| g.name == "ops"));
+    // What does not touch a super admin is still the org admin's to change.
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::POST,
+        "/api/v1/ip-rules",
+        Some(&rule_on(json!({"groups": ["staff"]}))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::DELETE,
+        "/api/v1/ip-rules/office",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{json}");
+    // The super admin may restrict themselves, confirming the lockout from here.
+    let body = rule_on(json!({"users": ["root"]}));
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::POST,
+        "/api/v1/ip-rules",
+        Some(&body),
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::CONFLICT, Some("would_lock_out")),
+        "{json}"
+    );
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::POST,
+        "/api/v1/ip-rules?confirm=true",
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    assert_eq!(d.list_ip_rules().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn app_admins_cannot_assign_admins_to_their_sp() {
+    let (idp, _dir, _root) = with_root().await;
+    let d = &idp.idp.directory;
+    let here = client_at("127.0.0.1");
+    let metadata = fetch_idp_metadata(&idp).await;
+    let sp = TestSp::new("crm", &metadata, SpOptions::default());
+    idp.register(&sp, SpSettings::default(), &[]).await;
+    let id = d.get_sp(&sp.entity_id).await.unwrap().unwrap().id;
+    idp.add_user("appy", &[]).await;
+    grant(&idp, "appy", AdminRole::AppAdmin, Some(&sp.entity_id)).await;
+    let app = token_for(&idp, "appy", TokenScope::Write).await;
+    idp.add_user("hal", &[]).await;
+    grant(&idp, "hal", AdminRole::Helpdesk, None).await;
+    idp.add_user("plain", &[]).await;
+    let assign = |user: &str| {
+        let (here, idp, app, path) = (
+            here.clone(),
+            &idp,
+            app.clone(),
+            format!("/api/v1/sps/{id}/users/{user}"),
+        );
+        async move { call(&here, idp, Some(&app), Method::PUT, &path, None).await }
+    };
+    let (status, unknown) = assign("nobody").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{unknown}");
+    for admin in ["root", "hal", "appy"] {
+        let (status, json) = assign(admin).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{admin}: {json}");
+        assert_eq!(
+            json["message"].as_str().unwrap().replace(admin, "nobody"),
+            unknown["message"].as_str().unwrap()
+        );
+        assert_eq!(json["code"], unknown["code"]);
+        assert!(!d.is_assigned(admin, &sp.entity_id).await.unwrap());
+    }
+    let (status, json) = assign("plain").await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{json}");
+    assert!(d.is_assigned("plain", &sp.entity_id).await.unwrap());
 }

@@ -493,9 +493,9 @@ async fn the_dashboard_in_chromium_shows_the_numbers_of_a_scripted_mix() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.unwrap();
-    assert!(text.starts_with("time_utc,"), "{text}");
+    assert!(text.starts_with("\"time_utc\","), "{text}");
     assert_eq!(text.lines().count(), 1 + 5, "{text}");
-    assert_eq!(text.matches(",alice,").count(), 5, "{text}");
+    assert_eq!(text.matches(",\"alice\",").count(), 5, "{text}");
     let shot = screenshot_dir().join("dashboard-filtered.png");
     browser.screenshot(&shot).await;
     browser.quit().await;

@@ -1379,5 +1379,5 @@ async fn the_cli_sets_the_new_context_switch_and_lists_and_exports_events() {
     );
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 2, "{csv}");
-    assert!(lines[1].contains(",'=cmd,"), "{csv}");
+    assert!(lines[1].contains(",\"'=cmd\","), "{csv}");
 }

@@ -301,8 +301,11 @@ pub enum Action<'a> {
     Grant { target: &'a User, role: AdminRole },
     /// Revoke a grant.
     Revoke(&'a AdminGrant),
-    /// Create, list or revoke one's own API tokens.
+    /// List or revoke one's own API tokens.
     OwnTokens,
+    /// Create an API token for oneself: only from a browser session (or the CLI), never with a
+    /// token, so a token cannot mint a successor without its ranges and expiry.
+    CreateToken,
     /// Revoke or see the token of another admin.
     OthersToken(&'a ApiToken),
     /// Read the admin audit trail.
@@ -333,6 +336,16 @@ pub async fn authorize(idp: &AppState, actor: &Actor, action: Action<'_>) -> Res
             }
         }
         Action::CreateUser | Action::ManageDirectory | Action::ManagePolicy => sup || org,
+        Action::ManageUser(u) | Action::SupportUser(u) if u.id == actor.user.id => {
+            // A stolen cookie or token must not turn into a takeover: one's own password, second
+            // factors and sessions are changed on the account pages, which ask for the password.
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "self_service",
+                "An admin manages their own account on the account pages (/password, /mfa/manage, \
+                 /sessions), not through the admin API",
+            ));
+        }
         Action::ManageUser(u) => sup || (org && !holds(idp, u.id, Some(SuperAdmin)).await?),
         Action::SupportUser(u) => {
             sup || (org && !holds(idp, u.id, Some(SuperAdmin)).await?)
@@ -360,6 +373,17 @@ pub async fn authorize(idp: &AppState, actor: &Actor, action: Action<'_>) -> Res
                 && !holds(idp, grant.user_id, Some(SuperAdmin)).await?)
         }
         Action::OwnTokens => true,
+        Action::CreateToken => {
+            if matches!(actor.via, Via::Token { .. }) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "token_cannot_mint",
+                    "An API token cannot create tokens: create them from a browser session or with \
+                     the CLI (`tessera token create`)",
+                ));
+            }
+            true
+        }
         Action::OthersToken(token) => {
             token.owner_id == actor.user.id
                 || sup

@@ -260,7 +260,7 @@ async fn create_token(
     actor: Actor,
     ApiJson(body): ApiJson<TokenIn>,
 ) -> Result<(StatusCode, ApiJson<CreatedToken>), ApiError> {
-    authorize(&idp, &actor, Action::OwnTokens).await?;
+    authorize(&idp, &actor, Action::CreateToken).await?;
     let scope: TokenScope = body.scope.parse().map_err(ApiError::invalid)?;
     let days = body.expires_in_days.unwrap_or(30);
     if !(1..=MAX_TOKEN_DAYS).contains(&days) {

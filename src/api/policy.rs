@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use super::auth::{authorize, Action, Actor};
 use super::{audit, no_content, ApiError, ApiJson, ApiPath, ApiQuery, Confirm, ErrorBody, NOTHING};
-use crate::directory::ManagedBy;
+use crate::directory::{AdminRole, ManagedBy};
 use crate::policy::{
     AssignmentTarget, IpRange, IpRule, MfaMethod, Outcome, PolicyAssignment, PolicyData, RuleScope,
     SecurityPolicy,
@@ -188,8 +188,11 @@ fn parse_target(kind: &str, name: &str) -> Result<AssignmentTarget, ApiError> {
     })
 }
 
-/// Refuses (409) a change that would lock the acting admin out from this request's address, unless
-/// confirmed. Also refuses (422) a change that does not compile with the rest of the policy.
+/// Refuses (403) a change by an admin who is not a super admin that would change the IP rules or the
+/// effective policy of any super admin (an org admin cannot restrict or weaken what applies to the
+/// admins above them). Refuses (409) a change that would lock the acting admin out from this
+/// request's address, unless confirmed. Also refuses (422) a change that does not compile with the
+/// rest of the policy.
 async fn guard_lockout(
     idp: &AppState,
     actor: &Actor,
@@ -197,9 +200,20 @@ async fn guard_lockout(
     change: impl FnOnce(&mut PolicyData),
 ) -> Result<(), ApiError> {
     let now = chrono::Utc::now().timestamp();
+    let mut proposed = idp.directory.load_policy_set().await?.data().clone();
+    change(&mut proposed);
+    if !actor.has(AdminRole::SuperAdmin) {
+        let affected = idp
+            .directory
+            .super_admins_affected(proposed.clone())
+            .await?;
+        if !affected.is_empty() {
+            return Err(affects_super_admin(&affected));
+        }
+    }
     let decision = idp
         .directory
-        .lockout_preview(&actor.user.username, actor.ip, now, change)
+        .lockout_preview(&actor.user.username, actor.ip, now, move |d| *d = proposed)
         .await?;
     match decision {
         Some(decision) if confirm => {
@@ -215,6 +229,18 @@ async fn guard_lockout(
         )),
         None => Ok(()),
     }
+}
+
+/// The refusal of a change that touches super admins, naming them.
+pub(super) fn affects_super_admin(names: &[String]) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "affects_super_admin",
+        format!(
+            "This change would affect super admin(s) {}; only a super admin may make it",
+            names.join(", ")
+        ),
+    )
 }
 
 #[utoipa::path(get, path = "/api/v1/ip-rules", tag = "access policy",

@@ -187,6 +187,27 @@ pub struct SpOut {
     pub updated_at: i64,
 }
 
+/// What a failed metadata refresh says to an admin who may not change where the metadata comes
+/// from: the details of a fetch error (addresses, TLS and HTTP errors of the fetched host) would make
+/// the refresh a probe of internal addresses.
+const GENERIC_REFRESH_ERROR: &str =
+    "the metadata could not be fetched; an org admin can see why in the SP's refresh status";
+
+/// Whether `actor` may see and change an SP's metadata source (the org-wide SP action).
+async fn org_wide(idp: &AppState, actor: &Actor) -> bool {
+    authorize(idp, actor, Action::CreateOrDeleteSp)
+        .await
+        .is_ok()
+}
+
+/// `out` as `actor` may see it: without the reason of a failed refresh unless org-wide.
+fn shown(mut out: SpOut, org_wide: bool) -> SpOut {
+    if !org_wide && out.refresh.last_error.is_some() {
+        out.refresh.last_error = Some(GENERIC_REFRESH_ERROR.to_owned());
+    }
+    out
+}
+
 fn sp_out(sp: &ServiceProvider, with_metadata: bool) -> SpOut {
     SpOut {
         id: sp.id,
@@ -299,13 +320,14 @@ async fn list_sps(
     actor: Actor,
 ) -> Result<ApiJson<Vec<SpOut>>, ApiError> {
     authorize(&idp, &actor, Action::ListSps).await?;
+    let wide = org_wide(&idp, &actor).await;
     let mut out = Vec::new();
     for sp in idp.directory.list_sps().await? {
         if authorize(&idp, &actor, Action::ReadSp(&sp.entity_id))
             .await
             .is_ok()
         {
-            out.push(sp_out(&sp, false));
+            out.push(shown(sp_out(&sp, false), wide));
         }
     }
     Ok(ApiJson(out))
@@ -399,7 +421,10 @@ async fn get_sp(
 ) -> Result<ApiJson<SpOut>, ApiError> {
     let sp = sp_by_id(&idp, id).await?;
     authorize(&idp, &actor, Action::ReadSp(&sp.entity_id)).await?;
-    Ok(ApiJson(sp_out(&sp, true)))
+    Ok(ApiJson(shown(
+        sp_out(&sp, true),
+        org_wide(&idp, &actor).await,
+    )))
 }
 
 #[utoipa::path(delete, path = "/api/v1/sps/{id}", tag = "service providers",
@@ -509,10 +534,21 @@ async fn update_profile(
 ) -> Result<ApiJson<SpOut>, ApiError> {
     let sp = sp_by_id(&idp, id).await?;
     authorize(&idp, &actor, Action::ManageSp(&sp.entity_id)).await?;
+    let source = body.source.as_ref().map(SourceIo::to_source);
+    // A new metadata URL or pinned certificate makes the server fetch what it names: org-wide
+    // admins only (an app admin could otherwise probe internal addresses).
+    if source != sp.source && !org_wide(&idp, &actor).await {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Only super and org admins may change where an SP's metadata comes from; send the \
+             current `source` unchanged",
+        ));
+    }
     let profile = SpProfile {
         display_name: body.display_name,
         logo_url: body.logo_url,
-        source: body.source.as_ref().map(SourceIo::to_source),
+        source,
         ..SpProfile::of(&sp)
     };
     let updated = sp_registration::update_sp(
@@ -535,7 +571,10 @@ async fn update_profile(
         Some(&after),
     )
     .await?;
-    Ok(ApiJson(sp_out(&updated, true)))
+    Ok(ApiJson(shown(
+        sp_out(&updated, true),
+        org_wide(&idp, &actor).await,
+    )))
 }
 
 #[utoipa::path(post, path = "/api/v1/sps/{id}/refresh", tag = "service providers",
@@ -574,10 +613,15 @@ async fn refresh_metadata(
         Some(&after),
     )
     .await?;
+    let wide = org_wide(&idp, &actor).await;
+    let last_error = match &updated.refresh.last_error {
+        Some(_) if !wide => Some(GENERIC_REFRESH_ERROR.to_owned()),
+        other => other.clone(),
+    };
     Ok(ApiJson(RefreshOut {
         outcome,
-        last_error: updated.refresh.last_error.clone(),
-        sp: sp_out(&updated, false),
+        last_error,
+        sp: shown(sp_out(&updated, false), wide),
     }))
 }
 
@@ -653,7 +697,12 @@ async fn assignment(
 ) -> Result<StatusCode, ApiError> {
     let sp = sp_by_id(&idp, id).await?;
     authorize(&idp, &actor, Action::ManageSp(&sp.entity_id)).await?;
-    user_named(&idp, &username).await?;
+    let user = user_named(&idp, &username).await?;
+    // An app admin assigning an admin would pull that admin (a super admin even) into what the app
+    // admin sees and supports: admins are, to them, users that do not exist (the same 404).
+    if add && !actor.is_org_wide() && !idp.directory.admin_grants_of(user.id).await?.is_empty() {
+        return Err(ApiError::not_found("user", &username));
+    }
     let record = serde_json::json!({ "user": username, "sp": sp.entity_id });
     if add {
         idp.directory.assign_app(&username, &sp.entity_id).await?;

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::auth::{authorize, Action, Actor};
 use super::{audit, no_content, ApiError, ApiJson, ApiPath, ErrorBody, NOTHING};
-use crate::directory::{MfaActor, NewUser, User, UserProfile, UserStatus};
+use crate::directory::{AdminRole, MfaActor, NewUser, User, UserProfile, UserStatus};
 use crate::session::SessionKey;
 use crate::web::AppState;
 
@@ -148,6 +148,32 @@ pub struct NamedOut {
 #[serde(deny_unknown_fields)]
 pub struct NameIn {
     pub name: String,
+}
+
+/// Refuses (403 `affects_super_admin`) a directory change by an admin who is not a super admin when it
+/// touches a super admin (`touches`: e.g. they are a member of the group being deleted): deleting it
+/// would change which IP rules and policy apply to them.
+async fn guard_super_admins(
+    idp: &AppState,
+    actor: &Actor,
+    touches: impl Fn(&crate::policy::Subject) -> bool,
+) -> Result<(), ApiError> {
+    if actor.has(AdminRole::SuperAdmin) {
+        return Ok(());
+    }
+    let hit: Vec<String> = idp
+        .directory
+        .super_admin_subjects()
+        .await?
+        .into_iter()
+        .filter(|s| touches(s))
+        .map(|s| s.username)
+        .collect();
+    if hit.is_empty() {
+        Ok(())
+    } else {
+        Err(super::policy::affects_super_admin(&hit))
+    }
 }
 
 /// The user named `username`, or 404.
@@ -380,13 +406,13 @@ async fn delete_user(
     ApiPath(username): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let user = visible_user(&idp, &actor, &username).await?;
-    authorize(&idp, &actor, Action::ManageUser(&user)).await?;
     if user.id == actor.user.id {
         return Err(ApiError::conflict(
             "self",
             "An admin cannot delete their own account",
         ));
     }
+    authorize(&idp, &actor, Action::ManageUser(&user)).await?;
     let before = user_out(&idp, user.clone()).await?;
     idp.directory.delete_user(&username).await?;
     idp.sessions.delete_user_sessions(user.id).await?;
@@ -409,13 +435,13 @@ async fn set_status(
     status: UserStatus,
 ) -> Result<ApiJson<UserOut>, ApiError> {
     let user = visible_user(&idp, &actor, &username).await?;
-    authorize(&idp, &actor, Action::ManageUser(&user)).await?;
     if user.id == actor.user.id && status == UserStatus::Disabled {
         return Err(ApiError::conflict(
             "self",
             "An admin cannot disable their own account",
         ));
     }
+    authorize(&idp, &actor, Action::ManageUser(&user)).await?;
     let before = user_out(&idp, user.clone()).await?;
     idp.directory.set_user_status(&username, status).await?;
     if status == UserStatus::Disabled {
@@ -754,6 +780,7 @@ async fn delete_group(
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     authorize(&idp, &actor, Action::ManageDirectory).await?;
+    guard_super_admins(&idp, &actor, |s| s.groups.contains(&name)).await?;
     idp.directory.delete_group(&name).await?;
     audit(
         &idp,
@@ -825,6 +852,7 @@ async fn delete_role(
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     authorize(&idp, &actor, Action::ManageDirectory).await?;
+    guard_super_admins(&idp, &actor, |s| s.roles.contains(&name)).await?;
     idp.directory.delete_role(&name).await?;
     audit(
         &idp,

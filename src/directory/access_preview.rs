@@ -4,8 +4,10 @@
 
 use std::net::IpAddr;
 
-use super::{Directory, EntryKind, Error};
-use crate::policy::{lockout, AccessRequest, Decision, PolicyData, PolicySet, SessionFacts};
+use super::{AdminRole, Directory, EntryKind, Error};
+use crate::policy::{
+    lockout, AccessRequest, Decision, PolicyData, PolicySet, SessionFacts, Subject,
+};
 use crate::session::AuthnMethod;
 
 impl Directory {
@@ -78,5 +80,48 @@ impl Directory {
         change(&mut data);
         let proposed = PolicySet::build(data, current.generation())?;
         Ok(lockout(&current, &proposed, &subject, ip, &mfa, now))
+    }
+
+    /// The super admins (with their groups and roles), for the checks that keep admins who are not
+    /// super admins from changing what applies to one.
+    pub async fn super_admin_subjects(&self) -> Result<Vec<Subject>, Error> {
+        let mut names: Vec<String> = self
+            .list_admin_grants()
+            .await?
+            .into_iter()
+            .filter(|g| g.role == AdminRole::SuperAdmin)
+            .map(|g| g.username)
+            .collect();
+        names.dedup();
+        let mut out = Vec::new();
+        for name in names {
+            if let Some(subject) = self.subject_of(&name).await? {
+                out.push(subject);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The super admins for whom `proposed` (the whole declarations after a change) changes the IP
+    /// rules that apply or the effective security policy (its name or any of its settings): whatever
+    /// could change a decision about them. Errors: a change that does not compile ([`Error::Policy`]).
+    pub async fn super_admins_affected(&self, proposed: PolicyData) -> Result<Vec<String>, Error> {
+        let current = self.load_policy_set().await?;
+        let proposed = PolicySet::build(proposed, current.generation())?;
+        let mut hit = Vec::new();
+        for subject in self.super_admin_subjects().await? {
+            let rules = |set: &PolicySet| -> Vec<crate::policy::IpRule> {
+                set.applicable_rules(&subject)
+                    .into_iter()
+                    .map(|(rule, _)| rule.clone())
+                    .collect()
+            };
+            if rules(&current) != rules(&proposed)
+                || current.effective_policy(&subject).0 != proposed.effective_policy(&subject).0
+            {
+                hit.push(subject.username.clone());
+            }
+        }
+        Ok(hit)
     }
 }

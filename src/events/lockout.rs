@@ -45,8 +45,17 @@ fn user_key(username: &str) -> String {
     format!("login-user:{username}")
 }
 
+/// The counter key of a client address: an IPv4 address (an IPv4-mapped IPv6 one included) is
+/// counted alone (/32); an IPv6 address by its /64, the prefix one client usually holds whole, so
+/// rotating through the addresses of its own /64 does not give it fresh counts.
 fn address_key(ip: IpAddr) -> String {
-    format!("login-addr:{}", ip.to_canonical())
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => format!("login-addr:{v4}"),
+        IpAddr::V6(v6) => {
+            let network = std::net::Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64));
+            format!("login-addr:{network}/64")
+        }
+    }
 }
 
 fn window(config: &LockoutConfig) -> Duration {
@@ -123,7 +132,8 @@ pub async fn unlock_user(store: &dyn SessionStore, username: &str) -> Result<(),
     store.reset_counter(&key).await
 }
 
-/// Lifts an address's lock and clears its count (administrator action).
+/// Lifts an address's lock and clears its count (administrator action). For IPv6 that is the lock
+/// and count of the address's whole /64, which is what was counted.
 pub async fn unlock_address(store: &dyn SessionStore, ip: IpAddr) -> Result<(), Error> {
     let key = address_key(ip);
     store.delete_temp(LOCK_NAMESPACE, &key).await?;
@@ -144,4 +154,57 @@ pub async fn address_locked(store: &dyn SessionStore, ip: IpAddr) -> Result<bool
         .get_temp(LOCK_NAMESPACE, &address_key(ip))
         .await?
         .is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::session::memory::MemoryStore;
+
+    #[test]
+    fn addresses_are_counted_by_ipv4_or_ipv6_slash_64() {
+        let key = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(key("203.0.113.7"), "login-addr:203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "login-addr:203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "login-addr:2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:1:2:3"), key("2001:db8:1:2::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_slash_64_is_locked_and_unlocked_together() {
+        let store = MemoryStore::new();
+        let config = LockoutConfig {
+            address_lockout_after: 3,
+            lockout_after: 1000,
+            slowdown_after: 1000,
+            ..LockoutConfig::default()
+        };
+        // Each attempt from another address of the same /64, each for another username.
+        for n in 1..=3u16 {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 7, n, 0, 0, n));
+            let gate = before_password(&store, &config, &format!("user{n}"), ip)
+                .await
+                .unwrap();
+            assert!(matches!(gate, Gate::Proceed { .. }), "{gate:?}");
+        }
+        let fourth: IpAddr = "2001:db8:0:7:dead:beef::4".parse().unwrap();
+        let gate = before_password(&store, &config, "user4", fourth)
+            .await
+            .unwrap();
+        assert!(matches!(gate, Gate::Locked { .. }), "{gate:?}");
+        let sibling: IpAddr = "2001:db8:0:7::1".parse().unwrap();
+        assert!(address_locked(&store, sibling).await.unwrap());
+        // Another /64 is not affected.
+        let other: IpAddr = "2001:db8:0:8::1".parse().unwrap();
+        assert!(!address_locked(&store, other).await.unwrap());
+        // Unlocking one address of the /64 unlocks the /64 and clears its count.
+        unlock_address(&store, sibling).await.unwrap();
+        assert!(!address_locked(&store, fourth).await.unwrap());
+        let gate = before_password(&store, &config, "user5", fourth)
+            .await
+            .unwrap();
+        assert!(matches!(gate, Gate::Proceed { .. }), "{gate:?}");
+    }
 }

@@ -106,8 +106,12 @@ pub fn csv_cell(value: &str) -> String {
 }
 
 /// Writes `events` as CSV (RFC 4180 quoting by the `csv` crate, formula-looking cells defused).
+/// Every cell is quoted: a spreadsheet in a locale whose separator is `;` would otherwise split an
+/// unquoted `a;=cmd` and run the `=cmd` part as a formula.
 pub fn write_csv(events: &[StoredEvent], out: impl std::io::Write) -> std::io::Result<()> {
-    let mut writer = csv::Writer::from_writer(out);
+    let mut writer = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Always)
+        .from_writer(out);
     let io = |e: csv::Error| std::io::Error::other(e.to_string());
     writer.write_record(CSV_HEADER).map_err(io)?;
     for e in events {
@@ -175,7 +179,7 @@ mod tests {
             reason: "a, \"quoted\"\nline".into(),
             rule: None,
             country: None,
-            city: None,
+            city: Some("x;=cmd|' /C calc'!A0".into()),
             browser: None,
             os: None,
             device: None,
@@ -186,7 +190,13 @@ mod tests {
         let mut out = Vec::new();
         write_csv(&[event], &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("time_utc,kind,username,"), "{text}");
+        assert!(
+            text.starts_with("\"time_utc\",\"kind\",\"username\","),
+            "{text}"
+        );
+        // Quoted, so a `;`-separated spreadsheet keeps it one cell.
+        assert!(text.contains(",\"x;=cmd|' /C calc'!A0\","), "{text}");
+        assert!(text.contains(",\"203.0.113.7\","), "{text}");
         assert!(
             text.contains("\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\""),
             "{text}"
@@ -198,5 +208,6 @@ mod tests {
         let row = reader.records().next().unwrap().unwrap();
         assert_eq!(&row[2], "'=HYPERLINK(\"http://evil\",\"x\")");
         assert_eq!(&row[4], "a, \"quoted\"\nline");
+        assert_eq!(&row[8], "x;=cmd|' /C calc'!A0");
     }
 }

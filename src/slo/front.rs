@@ -122,11 +122,8 @@ pub async fn plan(idp: &Idp, session: &Session, reports: &[SpLogout]) -> Vec<Fro
         if report.result != SpLogoutResult::NotSupported {
             continue;
         }
-        let Some(participant) = session
-            .sp_sessions
-            .iter()
-            .find(|p| p.sp_entity_id == report.entity_id)
-        else {
+        // saml-profiles 4.4.4.1: the NameID of the latest assertion to this SP.
+        let Some(participant) = super::latest_participant(session, &report.entity_id) else {
             continue;
         };
         let Ok(sp) = idp.sp(&report.entity_id).await else {

@@ -18,19 +18,17 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::pages::html;
-use super::sso::{refuse_replay, respond};
+use super::sso::{binding_limits, context, refuse_replay, respond};
 use super::{current_session, set_cookie, AppState, WebError, SESSION_COOKIE};
 use crate::idp::{fresh_id, Idp, RegisteredSp, SsoError, SsoOutcome};
 use crate::saml::binding::post::decode_post;
 use crate::saml::binding::redirect::{decode_redirect, encode_redirect, RedirectSignature};
-use crate::saml::binding::{Limits, MessageKind};
-use crate::saml::envelope::RequestContext;
+use crate::saml::binding::MessageKind;
 use crate::saml::logout::{
     parse_logout_request, parse_logout_response, LogoutError, LogoutResponse, NameId,
 };
 use crate::saml::metadata::{BINDING_HTTP_POST, BINDING_HTTP_REDIRECT};
 use crate::saml::status::{Status, StatusCode as SamlStatus, SubStatusCode};
-use crate::saml::xml;
 use crate::saml::xmldsig::keys::public_keys_from_certs;
 use crate::saml::xmldsig::sign::sign_enveloped;
 use crate::saml::xmldsig::verify::VerifyPolicy;
@@ -101,26 +99,6 @@ pub struct SignedOutAppsPage {
     pub apps: Vec<AppLogoutRow>,
 }
 
-fn binding_limits(idp: &Idp) -> Limits {
-    Limits {
-        max_inflated: idp.config.saml.max_message_bytes,
-        max_encoded: idp.config.saml.max_message_bytes,
-    }
-}
-
-fn context<'a>(idp: &Idp, destinations: &'a [String]) -> RequestContext<'a> {
-    RequestContext {
-        now: Utc::now(),
-        max_clock_skew: chrono::Duration::seconds(idp.config.saml.clock_skew_secs),
-        max_age: chrono::Duration::seconds(idp.config.saml.max_request_age_secs),
-        destinations,
-        limits: xml::Limits {
-            max_bytes: idp.config.saml.max_message_bytes,
-            ..xml::Limits::default()
-        },
-    }
-}
-
 fn bad(detail: String) -> WebError {
     WebError::BadRequest {
         message: "The application sent a sign-out request that Tessera cannot read.",
@@ -177,7 +155,7 @@ pub async fn slo_post(
 
 async fn handle(idp: &Idp, headers: &HeaderMap, inbound: Inbound) -> Result<Response, WebError> {
     let destinations = [idp.config.slo_url()];
-    let ctx = context(idp, &destinations);
+    let ctx = context(idp, &destinations, Utc::now());
     // A LogoutResponse answers one of our front-channel LogoutRequests, inside its iframe
     // (docs/slo.md); front::record accepts only what answers a running round.
     if inbound.kind == MessageKind::Response {
@@ -210,11 +188,13 @@ async fn handle(idp: &Idp, headers: &HeaderMap, inbound: Inbound) -> Result<Resp
         Err(e) => {
             tracing::warn!(sp = %sp.record.entity_id, error = %e, "LogoutRequest refused");
             // The SP's endpoint comes from its metadata, so it may hear the refusal (saml-core 3.2.2.2:
-            // Requester/RequestDenied); nothing was ended.
+            // Requester/RequestDenied); nothing was ended. InResponseTo still names the request
+            // (saml-core 3.2.2), but the unauthenticated RelayState is not echoed: our signature must
+            // not vouch for a value whoever forged the request chose (saml-bindings 3.4.3, 3.5.3).
             let reply = Reply {
                 request_id: &request_id,
                 status: LogoutError::Envelope(e).status(),
-                relay_state: inbound.relay_state.as_deref(),
+                relay_state: None,
                 binding: inbound.binding,
                 clear_cookie: false,
             };
@@ -261,13 +241,23 @@ pub async fn slo_continue(
     } else {
         None
     };
-    let Some(pending) = pending else {
-        return Err(WebError::BadRequest {
-            message: "This sign-out request has expired or was already used.",
-            detail: "unknown SLO handle".into(),
-        });
+    let used_up = || WebError::BadRequest {
+        message: "This sign-out request has expired or was already used.",
+        detail: "unknown SLO handle".into(),
     };
-    // Used once.
+    let Some(pending) = pending else {
+        return Err(used_up());
+    };
+    // Used once, atomically across nodes: of two requests racing with the handle only the first
+    // acts (get_temp + delete_temp alone would let both through).
+    if !idp
+        .sessions
+        .remember_once("slo-continue", &handle, PENDING_LOGOUT_TTL)
+        .await
+        .map_err(|e| WebError::Sso(e.into()))?
+    {
+        return Err(used_up());
+    }
     idp.sessions
         .delete_temp(PENDING_NAMESPACE, &handle)
         .await

@@ -97,11 +97,34 @@ fn headers(csp: &str, frame_options: &'static str) -> HeaderMap {
         header::X_FRAME_OPTIONS,
         HeaderValue::from_static(frame_options),
     );
-    if let Ok(value) = HeaderValue::from_str(csp) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, value);
-    }
+    // The frame page's URL holds the round handle: it goes nowhere in a Referer.
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    // A policy that cannot be a header value (say, an SP location from metadata that is not ASCII)
+    // is replaced by a fixed strict one: the page never goes out without a CSP (fail closed).
+    // (HeaderValue takes non-ASCII bytes as obs-text, which browsers read as anything but the
+    // intended policy: only plain ASCII is used as given.)
+    let written = csp
+        .is_ascii()
+        .then(|| HeaderValue::from_str(csp).ok())
+        .flatten();
+    let csp = written.unwrap_or(if frame_options == "DENY" {
+        HeaderValue::from_static(FALLBACK_CSP_DENY)
+    } else {
+        HeaderValue::from_static(FALLBACK_CSP_SAMEORIGIN)
+    });
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp);
     headers
 }
+
+/// The fixed policies used when a page's own cannot be written as a header value: nothing loads,
+/// runs, submits or frames.
+const FALLBACK_CSP_DENY: &str =
+    "default-src 'none'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
+const FALLBACK_CSP_SAMEORIGIN: &str =
+    "default-src 'none'; form-action 'none'; frame-ancestors 'self'; base-uri 'none'";
 
 fn render(template: &impl Template) -> Result<String, WebError> {
     template
@@ -247,7 +270,15 @@ pub async fn frame(
         &request.location,
         Some((key.private_key(), key.algorithm())),
     ) {
-        Ok(location) => Redirect::to(&location).into_response(),
+        Ok(location) => {
+            // The frame URL (with the round handle) is not sent on to the SP as a Referer.
+            let mut out = HeaderMap::new();
+            out.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            (out, Redirect::to(&location)).into_response()
+        }
         Err(e) => WebError::Sso(SsoError::Build(e.to_string())).into_response(),
     }
 }
@@ -346,6 +377,7 @@ pub(super) async fn response_arrived(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -360,5 +392,28 @@ mod tests {
         );
         assert_eq!(origin("javascript:alert(1)"), None);
         assert_eq!(origin("not a url"), None);
+    }
+
+    #[test]
+    fn a_policy_that_is_no_header_value_falls_back_to_a_strict_one() {
+        let h = headers(
+            "default-src 'none'; form-action https://sp\u{e9}.example/slo;",
+            "SAMEORIGIN",
+        );
+        assert_eq!(
+            h.get(header::CONTENT_SECURITY_POLICY).unwrap(),
+            FALLBACK_CSP_SAMEORIGIN
+        );
+        let h = headers("default-src 'none'\n; frame-src x", "DENY");
+        assert_eq!(
+            h.get(header::CONTENT_SECURITY_POLICY).unwrap(),
+            FALLBACK_CSP_DENY
+        );
+        assert_eq!(h.get(header::REFERRER_POLICY).unwrap(), "no-referrer");
+        let h = headers("default-src 'none'", "DENY");
+        assert_eq!(
+            h.get(header::CONTENT_SECURITY_POLICY).unwrap(),
+            "default-src 'none'"
+        );
     }
 }

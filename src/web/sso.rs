@@ -40,7 +40,8 @@ pub async fn metadata(State(idp): State<AppState>) -> Response {
     (headers, idp.metadata_xml.clone()).into_response()
 }
 
-fn binding_limits(idp: &Idp) -> Limits {
+/// Size limits for decoding a message from either browser binding (SSO and SLO alike).
+pub(super) fn binding_limits(idp: &Idp) -> Limits {
     Limits {
         max_inflated: idp.config.saml.max_message_bytes,
         max_encoded: idp.config.saml.max_message_bytes,
@@ -202,7 +203,9 @@ async fn read_request(
     Ok((unverified, sp, keys))
 }
 
-fn context<'a>(
+/// What a request (AuthnRequest or LogoutRequest) is checked against: the configured clock skew,
+/// maximum age and message size, and the endpoints it may name as its Destination.
+pub(super) fn context<'a>(
     idp: &Idp,
     destinations: &'a [String],
     now: chrono::DateTime<Utc>,

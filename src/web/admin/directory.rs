@@ -413,14 +413,28 @@ async fn names_submit(console: Console, role: bool, form: NameForm) -> Response 
         Flash::invalid("Give a name.")
     } else {
         match form.op.as_str() {
-            "create" => console.submit(Method::POST,
+            "create" => {
+                console
+                    .submit(
+                        Method::POST,
                         path,
                         &form.csrf_token,
-                        Some(json!({ "name": name })), |_| format!("{kind} {name} created.")).await,
-            "delete" => console.submit(Method::DELETE,
+                        Some(json!({ "name": name })),
+                        |_| format!("{kind} {name} created."),
+                    )
+                    .await
+            }
+            "delete" => {
+                console
+                    .submit(
+                        Method::DELETE,
                         &format!("{path}/{}", segment(name)),
                         &form.csrf_token,
-                        None, |_| format!("{kind} {name} deleted.")).await,
+                        None,
+                        |_| format!("{kind} {name} deleted."),
+                    )
+                    .await
+            }
             _ => Flash::invalid("Unknown action."),
         }
     };
@@ -525,19 +539,34 @@ pub async fn admins_submit(
                 "role": form.role,
                 "sp": if form.role == "app_admin" { optional(&form.sp) } else { None },
             });
-            console.submit(Method::POST, "/admin-grants", &form.csrf_token, Some(body), |v| {
-                    format!(
-                        "Granted {} to {}.",
-                        v["role"].as_str().unwrap_or(""),
-                        v["username"].as_str().unwrap_or("")
-                    )
-                }).await
+            console
+                .submit(
+                    Method::POST,
+                    "/admin-grants",
+                    &form.csrf_token,
+                    Some(body),
+                    |v| {
+                        format!(
+                            "Granted {} to {}.",
+                            v["role"].as_str().unwrap_or(""),
+                            v["username"].as_str().unwrap_or("")
+                        )
+                    },
+                )
+                .await
         }
         "revoke" => match form.id.parse::<i64>() {
-            Ok(id) => console.submit(Method::DELETE,
+            Ok(id) => {
+                console
+                    .submit(
+                        Method::DELETE,
                         &format!("/admin-grants/{id}"),
                         &form.csrf_token,
-                        None, |_| "Grant revoked.".to_owned()).await,
+                        None,
+                        |_| "Grant revoked.".to_owned(),
+                    )
+                    .await
+            }
             Err(_) => Flash::invalid("Unknown grant."),
         },
         _ => Flash::invalid("Unknown action."),

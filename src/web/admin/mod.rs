@@ -378,6 +378,19 @@ impl Console {
         self.call(method, path, Some(csrf), body.as_ref()).await
     }
 
+    /// A change through the admin API (see [`Console::change`]), as the flash the page then shows:
+    /// `notice` of the answer on success, the API's message on a refusal.
+    pub async fn submit(
+        &self,
+        method: Method,
+        path: &str,
+        csrf: &str,
+        body: Option<Value>,
+        notice: impl FnOnce(Value) -> String,
+    ) -> Flash {
+        Flash::of(self.change::<Value>(method, path, csrf, body).await, notice)
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,

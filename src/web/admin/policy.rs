@@ -95,15 +95,27 @@ pub async fn ip_rules_submit(
                 kind @ ("roles" | "groups" | "users") => body[kind] = json!(names),
                 _ => {}
             }
-            console.submit(Method::POST,
-                        &format!("/ip-rules{confirm}"),
-                        token,
-                        Some(body), |_| format!("IP rule {name} added.")).await
+            console
+                .submit(
+                    Method::POST,
+                    &format!("/ip-rules{confirm}"),
+                    token,
+                    Some(body),
+                    |_| format!("IP rule {name} added."),
+                )
+                .await
         }
-        "delete" => console.submit(Method::DELETE,
+        "delete" => {
+            console
+                .submit(
+                    Method::DELETE,
                     &format!("/ip-rules/{}{confirm}", segment(name)),
                     token,
-                    None, |_| format!("IP rule {name} removed.")).await,
+                    None,
+                    |_| format!("IP rule {name} removed."),
+                )
+                .await
+        }
         _ => Flash::invalid("Unknown action."),
     };
     ip_rules_page(console, flash).await
@@ -253,22 +265,43 @@ pub async fn policies_submit(
     let flash = match form.op.as_str() {
         "create" => match policy_of(&form) {
             Err(message) => Flash::invalid(message),
-            Ok(body) => console.submit(Method::POST,
+            Ok(body) => {
+                console
+                    .submit(
+                        Method::POST,
                         &format!("/policies{confirm}"),
                         token,
-                        Some(body), |_| format!("Security policy {name} created.")).await,
+                        Some(body),
+                        |_| format!("Security policy {name} created."),
+                    )
+                    .await
+            }
         },
         "save" => match policy_of(&form) {
             Err(message) => Flash::invalid(message),
-            Ok(body) => console.submit(Method::PUT,
+            Ok(body) => {
+                console
+                    .submit(
+                        Method::PUT,
                         &format!("/policies/{}{confirm}", segment(name)),
                         token,
-                        Some(body), |_| format!("Security policy {name} saved.")).await,
+                        Some(body),
+                        |_| format!("Security policy {name} saved."),
+                    )
+                    .await
+            }
         },
-        "delete" => console.submit(Method::DELETE,
+        "delete" => {
+            console
+                .submit(
+                    Method::DELETE,
                     &format!("/policies/{}{confirm}", segment(name)),
                     token,
-                    None, |_| format!("Security policy {name} deleted.")).await,
+                    None,
+                    |_| format!("Security policy {name} deleted."),
+                )
+                .await
+        }
         "assign" => match number("Priority", &form.priority) {
             Err(message) => Flash::invalid(message),
             Ok(priority) => {
@@ -278,26 +311,38 @@ pub async fn policies_submit(
                     "target_name": form.target_name.trim(),
                     "priority": priority.unwrap_or(0),
                 });
-                console.submit(Method::PUT,
-                            &format!("/policy-assignments{confirm}"),
-                            token,
-                            Some(body), |_| {
-                        format!(
-                            "Policy {name} assigned to {} {}.",
-                            form.target_kind,
-                            form.target_name.trim()
-                        )
-                    }).await
+                console
+                    .submit(
+                        Method::PUT,
+                        &format!("/policy-assignments{confirm}"),
+                        token,
+                        Some(body),
+                        |_| {
+                            format!(
+                                "Policy {name} assigned to {} {}.",
+                                form.target_kind,
+                                form.target_name.trim()
+                            )
+                        },
+                    )
+                    .await
             }
         },
-        "unassign" => console.submit(Method::DELETE,
+        "unassign" => {
+            console
+                .submit(
+                    Method::DELETE,
                     &format!(
                         "/policy-assignments/{}/{}{confirm}",
                         segment(&form.target_kind),
                         segment(form.target_name.trim())
                     ),
                     token,
-                    None, |_| "Assignment removed.".to_owned()).await,
+                    None,
+                    |_| "Assignment removed.".to_owned(),
+                )
+                .await
+        }
         _ => Flash::invalid("Unknown action."),
     };
     policies_page(console, flash).await

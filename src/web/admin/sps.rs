@@ -327,13 +327,26 @@ pub async fn detail_submit(
             Err(f) => Flash::refused(f),
             Ok(current) => match settings_of(&form, &current) {
                 Err(message) => Flash::invalid(message),
-                Ok(settings) => console.submit(Method::PUT,
+                Ok(settings) => {
+                    console
+                        .submit(
+                            Method::PUT,
                             &format!("{base}/settings"),
                             token,
-                            Some(settings), |_| "Settings saved.".to_owned()).await,
+                            Some(settings),
+                            |_| "Settings saved.".to_owned(),
+                        )
+                        .await
+                }
             },
         },
-        op @ ("enable" | "disable") => console.submit(Method::POST, &format!("{base}/{op}"), token, None, |_| format!("Application {op}d.")).await,
+        op @ ("enable" | "disable") => {
+            console
+                .submit(Method::POST, &format!("{base}/{op}"), token, None, |_| {
+                    format!("Application {op}d.")
+                })
+                .await
+        }
         op @ ("assign" | "unassign") => {
             let username = form.username.trim();
             if username.is_empty() {
@@ -344,16 +357,28 @@ pub async fn detail_submit(
                 } else {
                     Method::DELETE
                 };
-                console.submit(method,
-                            &format!("{base}/users/{}", segment(username)),
-                            token,
-                            None, |_| format!("{username} {op}ed.")).await
+                console
+                    .submit(
+                        method,
+                        &format!("{base}/users/{}", segment(username)),
+                        token,
+                        None,
+                        |_| format!("{username} {op}ed."),
+                    )
+                    .await
             }
         }
-        "metadata" => console.submit(Method::PUT,
+        "metadata" => {
+            console
+                .submit(
+                    Method::PUT,
                     &format!("{base}/metadata"),
                     token,
-                    Some(json!({ "metadata_xml": form.metadata_xml })), |_| "Metadata replaced.".to_owned()).await,
+                    Some(json!({ "metadata_xml": form.metadata_xml })),
+                    |_| "Metadata replaced.".to_owned(),
+                )
+                .await
+        }
         "delete" => match console
             .change::<Value>(Method::DELETE, &base, token, None)
             .await
@@ -508,7 +533,13 @@ pub async fn rules_submit(console: Console, CheckedForm(form): CheckedForm<RuleF
     let flash = match form.op.as_str() {
         "create" => match rule_of(&form) {
             Err(message) => Flash::invalid(message),
-            Ok(rule) => console.submit(Method::POST, "/assignment-rules", token, Some(rule), |_| format!("Assignment rule {name} created.")).await,
+            Ok(rule) => {
+                console
+                    .submit(Method::POST, "/assignment-rules", token, Some(rule), |_| {
+                        format!("Assignment rule {name} created.")
+                    })
+                    .await
+            }
         },
         op @ ("enable" | "disable") => {
             let rules = console
@@ -523,11 +554,21 @@ pub async fn rules_submit(console: Console, CheckedForm(form): CheckedForm<RuleF
                 Ok(Some(mut rule)) => {
                     rule.enabled = op == "enable";
                     let body = serde_json::to_value(&rule).unwrap_or(Value::Null);
-                    console.submit(Method::PUT, &path, token, Some(body), |_| format!("Assignment rule {name} {op}d.")).await
+                    console
+                        .submit(Method::PUT, &path, token, Some(body), |_| {
+                            format!("Assignment rule {name} {op}d.")
+                        })
+                        .await
                 }
             }
         }
-        "delete" => console.submit(Method::DELETE, &path, token, None, |_| format!("Assignment rule {name} deleted.")).await,
+        "delete" => {
+            console
+                .submit(Method::DELETE, &path, token, None, |_| {
+                    format!("Assignment rule {name} deleted.")
+                })
+                .await
+        }
         _ => Flash::invalid("Unknown action."),
     };
     rules_page(console, flash).await
