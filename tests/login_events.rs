@@ -680,7 +680,7 @@ async fn events_are_written_in_batches_and_all_of_them_at_shutdown() {
         t.await.unwrap();
     }
     // Two full batches are written by themselves; the rest waits for its interval (an hour here).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while count(&directory).await < 1000 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -655,70 +655,13 @@ async fn a_pin_that_is_no_certificate_fetches_nothing() {
     assert!(d.list_sps().await.unwrap().is_empty());
 }
 
-/// A metadata URL outside this machine that redirects to the loopback is refused: the registration
-/// URL does not reach services on the IdP's own host or network.
-#[tokio::test]
-async fn a_redirect_from_outside_to_the_loopback_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = directory(dir.path()).await;
-    let (_, pem) = key("federation");
-    // The target on the loopback, which would answer with good metadata.
-    let target = MetadataServer::start(Answer::Body(plain())).await;
-    // This machine's address on its outward interface (no packet is sent by connecting UDP).
-    let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-    if probe.connect("198.51.100.1:9").is_err() {
-        eprintln!("no route outward; skipped");
-        return;
-    }
-    let outward = probe.local_addr().unwrap().ip();
-    if outward.is_loopback() || outward.is_unspecified() {
-        eprintln!("no outward address; skipped");
-        return;
-    }
-    if let std::net::IpAddr::V4(v4) = outward {
-        if v4.is_private() || v4.is_link_local() {
-            eprintln!("outward address {v4} is private itself; skipped");
-            return;
-        }
-    }
-    let listener = tokio::net::TcpListener::bind((outward, 0)).await.unwrap();
-    let redirector = format!("http://{}/metadata.xml", listener.local_addr().unwrap());
-    let location = target.url.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let location = location.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = stream.read(&mut buf).await;
-                let out = format!(
-                    "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\
-                     Connection: close\r\n\r\n"
-                );
-                let _ = stream.write_all(out.as_bytes()).await;
-            });
-        }
-    });
-    // A real pin, so that plain http to the outward address is allowed at all.
-    let registration = UrlRegistration {
-        pinned_cert: Some(pem),
-        ..by_url(&redirector)
-    };
-    let err = sp_registration::register_from_url(&d, &registration, &small_limits(), Utc::now())
-        .await
-        .unwrap_err();
-    let text = format!("{err}: {err:?}");
-    assert!(matches!(err, RegistrationError::Fetch { .. }), "{text}");
-    assert!(text.contains("loopback or private"), "{text}");
-    assert!(d.list_sps().await.unwrap().is_empty());
-}
-
 /// Metadata whose validUntil passes while its parsed copy is cached: the SP is refused from then on,
 /// as a node that never cached it would (saml-metadata 2.3.2).
 #[tokio::test]
 async fn a_cached_sp_is_refused_once_its_metadata_expires() {
     let dir = tempfile::tempdir().unwrap();
     let idp = TestIdp::start(dir.path(), &Store::Memory).await;
-    let until = (Utc::now() + chrono::Duration::milliseconds(700))
+    let until = (Utc::now() + chrono::Duration::milliseconds(2000))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let xml = metadata(
         ENTITY,
@@ -731,7 +674,7 @@ async fn a_cached_sp_is_refused_once_its_metadata_expires() {
         .unwrap();
     // Parsed and cached.
     assert!(idp.idp.sp(ENTITY).await.is_ok());
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let err = idp.idp.sp(ENTITY).await.unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
 }
