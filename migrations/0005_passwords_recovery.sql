@@ -11,7 +11,7 @@ ALTER TABLE security_policies ADD COLUMN security_questions_required BIGINT NOT 
 ALTER TABLE users ADD COLUMN password_changed_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN password_must_change BIGINT NOT NULL DEFAULT 0;
 UPDATE users SET password_changed_at = updated_at;
--- Sessions that began before this time (unix seconds) get no further assertion: set when an
+-- Sessions that began before this time (unix milliseconds) get no further assertion: set when an
 -- administrator resets the password or the second factors, so it holds whichever session store is used.
 ALTER TABLE users ADD COLUMN sessions_not_before BIGINT NOT NULL DEFAULT 0;
 

@@ -815,7 +815,7 @@ impl Idp {
         };
         // A session older than an administrator's password or MFA reset is over, whichever store keeps
         // it (the CLI cannot reach a node's memory store).
-        if session.created_at < self.directory.sessions_not_before(user.id).await? {
+        if session.created_at_ms() < self.directory.sessions_not_before(user.id).await? {
             self.sessions.delete(id).await?;
             if pending.is_passive {
                 return no_passive();
@@ -1134,7 +1134,8 @@ impl Idp {
         user_agent: &str,
         lifetimes: (Duration, Duration),
     ) -> Result<SessionId, SsoError> {
-        let now = Utc::now().timestamp();
+        let now_ms = Utc::now().timestamp_millis();
+        let now = now_ms.div_euclid(1000);
         let has_mfa = methods.iter().any(|m| *m != AuthnMethod::Password);
         let mut session = Session::new(
             user.id,
@@ -1144,6 +1145,7 @@ impl Idp {
             user_agent,
             now,
         );
+        session.created_ms = now_ms;
         session.mfa_instant = has_mfa.then_some(now);
         Ok(self
             .sessions

@@ -51,6 +51,25 @@ async fn call(
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
+    send(request, path, body).await
+}
+
+/// A GET with a bearer token; the status and the JSON body.
+async fn get(
+    client: &reqwest::Client,
+    idp: &TestIdp,
+    token: &str,
+    path: &str,
+) -> (StatusCode, Value) {
+    call(client, idp, Some(token), Method::GET, path, None).await
+}
+
+/// Sends `request` (with `body` as JSON, if any); the status and the JSON body (Null when empty).
+async fn send(
+    mut request: reqwest::RequestBuilder,
+    path: &str,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
     if let Some(body) = body {
         request = request
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -76,6 +95,13 @@ async fn token_for(idp: &TestIdp, username: &str, scope: TokenScope) -> String {
         .await
         .unwrap()
         .1
+}
+
+/// A new user `username` holding `role` (on `sp`), and a write token of theirs.
+async fn admin_token(idp: &TestIdp, username: &str, role: AdminRole, sp: Option<&str>) -> String {
+    idp.add_user(username, &[]).await;
+    grant(idp, username, role, sp).await;
+    token_for(idp, username, TokenScope::Write).await
 }
 
 async fn grant(idp: &TestIdp, username: &str, role: AdminRole, sp: Option<&str>) {
@@ -721,7 +747,7 @@ async fn permission_matrix_sqlite() {
     // The app admin's list views show only their SP and its users.
     let app = &f.tokens[2].1;
     let client = client_at("127.0.0.1");
-    let (_, sps) = call(&client, &f.idp, Some(app), Method::GET, "/api/v1/sps", None).await;
+    let (_, sps) = get(&client, &f.idp, app, "/api/v1/sps").await;
     let names: Vec<&str> = sps
         .as_array()
         .unwrap()
@@ -751,15 +777,7 @@ async fn permission_matrix_sqlite() {
         let (status, json) = call(&client, &f.idp, Some(app), method, &path, None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {json}");
     }
-    let (_, users) = call(
-        &client,
-        &f.idp,
-        Some(app),
-        Method::GET,
-        "/api/v1/users",
-        None,
-    )
-    .await;
+    let (_, users) = get(&client, &f.idp, app, "/api/v1/users").await;
     let names: Vec<&str> = users
         .as_array()
         .unwrap()
@@ -802,15 +820,7 @@ impl Session {
             ..BrowserOptions::default()
         });
         browser.sign_in(idp, username).await;
-        let url: reqwest::Url = idp.url("/").parse().unwrap();
-        let cookies = reqwest::cookie::CookieStore::cookies(&*jar, &url).unwrap();
-        let csrf = cookies
-            .to_str()
-            .unwrap()
-            .split("; ")
-            .find_map(|c| c.strip_prefix("tessera_csrf="))
-            .unwrap()
-            .to_owned();
+        let csrf = csrf_cookie(&jar, idp);
         Session { browser, csrf }
     }
 
@@ -822,35 +832,33 @@ impl Session {
         path: &str,
         body: Option<&Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self
+        let request = self
             .browser
             .client
             .request(method, idp.url(path))
             .header("X-CSRF-Token", &self.csrf);
-        if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        let json = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"))
-        };
-        (status, json)
+        send(request, path, body).await
     }
+}
+
+/// The value of the `tessera_csrf` cookie that `jar` holds for `idp`.
+fn csrf_cookie(jar: &reqwest::cookie::Jar, idp: &TestIdp) -> String {
+    let url: reqwest::Url = idp.url("/").parse().unwrap();
+    let cookies = reqwest::cookie::CookieStore::cookies(jar, &url).unwrap();
+    cookies
+        .to_str()
+        .unwrap()
+        .split("; ")
+        .find_map(|c| c.strip_prefix("tessera_csrf="))
+        .unwrap()
+        .to_owned()
 }
 
 /// A started Tessera with one super admin `root` holding a write token.
 async fn with_root() -> (TestIdp, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let idp = TestIdp::start(dir.path(), &Store::Memory).await;
-    idp.add_user("root", &[]).await;
-    grant(&idp, "root", AdminRole::SuperAdmin, None).await;
-    let token = token_for(&idp, "root", TokenScope::Write).await;
+    let token = admin_token(&idp, "root", AdminRole::SuperAdmin, None).await;
     (idp, dir, token)
 }
 
@@ -872,15 +880,7 @@ async fn token_lifecycle_shown_once_hashed_expiring_revocable_and_ranged() {
     assert!((week - 5..=week + 5).contains(&expires), "{expires}");
 
     // Shown once: no listing contains it, and the database holds only its SHA-256.
-    let (_, list) = call(
-        &here,
-        &idp,
-        Some(&root),
-        Method::GET,
-        "/api/v1/tokens",
-        None,
-    )
-    .await;
+    let (_, list) = get(&here, &idp, &root, "/api/v1/tokens").await;
     assert!(list.as_array().unwrap().iter().any(|t| t["id"] == id));
     assert!(!list.to_string().contains(&token));
     let pool = db(&idp).await;
@@ -901,40 +901,16 @@ async fn token_lifecycle_shown_once_hashed_expiring_revocable_and_ranged() {
     }
 
     // Its own ranges: refused from 127.0.0.1 with the JSON refusal, admitted from 127.0.0.2.
-    let (status, refusal) = call(
-        &here,
-        &idp,
-        Some(&token),
-        Method::GET,
-        "/api/v1/users",
-        None,
-    )
-    .await;
+    let (status, refusal) = get(&here, &idp, &token, "/api/v1/users").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
         refusal,
         json!({"code": "ip_denied", "message": "Access denied from this IP address"})
     );
     let there = client_at("127.0.0.2");
-    let (status, _) = call(
-        &there,
-        &idp,
-        Some(&token),
-        Method::GET,
-        "/api/v1/users",
-        None,
-    )
-    .await;
+    let (status, _) = get(&there, &idp, &token, "/api/v1/users").await;
     assert_eq!(status, StatusCode::OK);
-    let (_, list) = call(
-        &here,
-        &idp,
-        Some(&root),
-        Method::GET,
-        "/api/v1/tokens",
-        None,
-    )
-    .await;
+    let (_, list) = get(&here, &idp, &root, "/api/v1/tokens").await;
     let listed = list
         .as_array()
         .unwrap()
@@ -955,15 +931,7 @@ async fn token_lifecycle_shown_once_hashed_expiring_revocable_and_ranged() {
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, json) = call(
-        &there,
-        &idp,
-        Some(&token),
-        Method::GET,
-        "/api/v1/users",
-        None,
-    )
-    .await;
+    let (status, json) = get(&there, &idp, &token, "/api/v1/users").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(json["code"], "invalid_token");
 
@@ -980,36 +948,20 @@ async fn token_lifecycle_shown_once_hashed_expiring_revocable_and_ranged() {
         )
         .await
         .unwrap();
-    let (status, json) = call(
-        &here,
-        &idp,
-        Some(&expired),
-        Method::GET,
-        "/api/v1/users",
-        None,
-    )
-    .await;
+    let (status, json) = get(&here, &idp, &expired, "/api/v1/users").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(json["code"], "token_expired");
 
     // Unknown, malformed: refused alike, without detail.
     for bad in ["tsr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "nope"] {
-        let (status, json) = call(&here, &idp, Some(bad), Method::GET, "/api/v1/users", None).await;
+        let (status, json) = get(&here, &idp, bad, "/api/v1/users").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{json}");
         assert_eq!(json["code"], "invalid_token");
     }
 
     // A read token reads and cannot change anything.
     let reader = token_for(&idp, "root", TokenScope::Read).await;
-    let (status, _) = call(
-        &here,
-        &idp,
-        Some(&reader),
-        Method::GET,
-        "/api/v1/groups",
-        None,
-    )
-    .await;
+    let (status, _) = get(&here, &idp, &reader, "/api/v1/groups").await;
     assert_eq!(status, StatusCode::OK);
     let (status, json) = call(
         &here,
@@ -1025,15 +977,13 @@ async fn token_lifecycle_shown_once_hashed_expiring_revocable_and_ranged() {
     assert!(idp.idp.directory.list_groups().await.unwrap().is_empty());
 
     // A token stops working when its owner loses the admin role or is disabled.
-    idp.add_user("ex", &[]).await;
-    grant(&idp, "ex", AdminRole::OrgAdmin, None).await;
-    let ex = token_for(&idp, "ex", TokenScope::Write).await;
-    let (status, _) = call(&here, &idp, Some(&ex), Method::GET, "/api/v1/users", None).await;
+    let ex = admin_token(&idp, "ex", AdminRole::OrgAdmin, None).await;
+    let (status, _) = get(&here, &idp, &ex, "/api/v1/users").await;
     assert_eq!(status, StatusCode::OK);
     let grants = idp.idp.directory.list_admin_grants().await.unwrap();
     let g = grants.iter().find(|g| g.username == "ex").unwrap();
     idp.idp.directory.revoke_admin_grant(g.id).await.unwrap();
-    let (status, json) = call(&here, &idp, Some(&ex), Method::GET, "/api/v1/users", None).await;
+    let (status, json) = get(&here, &idp, &ex, "/api/v1/users").await;
     assert_eq!(
         (status, json["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("not_admin"))
@@ -1044,7 +994,7 @@ async fn token_lifecycle_shown_once_hashed_expiring_revocable_and_ranged() {
         .set_user_status("ex", tessera::directory::UserStatus::Disabled)
         .await
         .unwrap();
-    let (status, json) = call(&here, &idp, Some(&ex), Method::GET, "/api/v1/users", None).await;
+    let (status, json) = get(&here, &idp, &ex, "/api/v1/users").await;
     assert_eq!(
         (status, json["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("account_disabled"))
@@ -1063,29 +1013,13 @@ async fn token_requests_obey_the_owners_ip_allowlist_and_refusals_are_recorded()
         })
         .await
         .unwrap();
-    let (status, json) = call(
-        &client_at("127.0.0.1"),
-        &idp,
-        Some(&root),
-        Method::GET,
-        "/api/v1/users",
-        None,
-    )
-    .await;
+    let (status, json) = get(&client_at("127.0.0.1"), &idp, &root, "/api/v1/users").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
         json,
         json!({"code": "ip_denied", "message": "Access denied from this IP address"})
     );
-    let (status, _) = call(
-        &client_at("127.0.0.2"),
-        &idp,
-        Some(&root),
-        Method::GET,
-        "/api/v1/users",
-        None,
-    )
-    .await;
+    let (status, _) = get(&client_at("127.0.0.2"), &idp, &root, "/api/v1/users").await;
     assert_eq!(status, StatusCode::OK);
     idp.idp.events.flush().await;
     let pool = db(&idp).await;
@@ -1137,15 +1071,7 @@ async fn session_authenticated_changes_need_the_csrf_header() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{users}");
-    let url: reqwest::Url = idp.url("/").parse().unwrap();
-    let cookies = reqwest::cookie::CookieStore::cookies(&*jar, &url).unwrap();
-    let csrf = cookies
-        .to_str()
-        .unwrap()
-        .split("; ")
-        .find_map(|c| c.strip_prefix("tessera_csrf="))
-        .unwrap()
-        .to_owned();
+    let csrf = csrf_cookie(&jar, &idp);
     let body = json!({"name": "staff"});
     let post = |header: Option<&str>| {
         let mut request = browser
@@ -1212,15 +1138,7 @@ async fn changes_are_audited_with_actor_before_after_time_and_address() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, audit) = call(
-        &here,
-        &idp,
-        Some(&root),
-        Method::GET,
-        "/api/v1/audit?limit=10",
-        None,
-    )
-    .await;
+    let (status, audit) = get(&here, &idp, &root, "/api/v1/audit?limit=10").await;
     assert_eq!(status, StatusCode::OK);
     let entries = audit.as_array().unwrap();
     assert_eq!(entries.len(), 2, "{audit}");
@@ -1246,7 +1164,7 @@ async fn changes_are_audited_with_actor_before_after_time_and_address() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (_, audit) = call(&here, &idp, Some(&root), Method::GET, "/api/v1/audit", None).await;
+    let (_, audit) = get(&here, &idp, &root, "/api/v1/audit").await;
     assert_eq!(audit.as_array().unwrap().len(), 2);
 }
 
@@ -1254,12 +1172,8 @@ async fn changes_are_audited_with_actor_before_after_time_and_address() {
 async fn no_admin_can_raise_their_own_rights_and_org_admins_cannot_touch_super_admins() {
     let (idp, _dir, root) = with_root().await;
     let here = client_at("127.0.0.1");
-    idp.add_user("olga", &[]).await;
-    grant(&idp, "olga", AdminRole::OrgAdmin, None).await;
-    let olga = token_for(&idp, "olga", TokenScope::Write).await;
-    idp.add_user("hal", &[]).await;
-    grant(&idp, "hal", AdminRole::Helpdesk, None).await;
-    let hal = token_for(&idp, "hal", TokenScope::Write).await;
+    let olga = admin_token(&idp, "olga", AdminRole::OrgAdmin, None).await;
+    let hal = admin_token(&idp, "hal", AdminRole::Helpdesk, None).await;
     idp.add_user("bob", &[]).await;
 
     let grant_body = |user: &str, role: &str| json!({"username": user, "role": role});
@@ -1459,15 +1373,7 @@ async fn a_change_that_locks_the_admin_out_is_refused_unless_confirmed() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, json) = call(
-        &here,
-        &idp,
-        Some(&root),
-        Method::GET,
-        "/api/v1/ip-rules",
-        None,
-    )
-    .await;
+    let (status, json) = get(&here, &idp, &root, "/api/v1/ip-rules").await;
     assert_eq!(
         (status, json["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("ip_denied"))
@@ -1507,7 +1413,7 @@ async fn a_refused_change_leaves_nothing_half_applied() {
         .try_get("n")
         .unwrap();
     assert_eq!(members, 0);
-    let (_, audit) = call(&here, &idp, Some(&root), Method::GET, "/api/v1/audit", None).await;
+    let (_, audit) = get(&here, &idp, &root, "/api/v1/audit").await;
     assert_eq!(audit, json!([]));
     // The same request with existing groups creates the user with the membership, and a one-time
     // password when none is given.
@@ -1678,13 +1584,11 @@ async fn console_bootstraps_a_super_admin_and_a_token_printed_once() {
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(token.starts_with("tsr_"), "{token}");
-    let (status, _) = call(
+    let (status, _) = get(
         &client_at("127.0.0.1"),
         &idp,
-        Some(&token),
-        Method::GET,
+        &token,
         "/api/v1/admin-grants",
-        None,
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -1701,13 +1605,11 @@ async fn console_bootstraps_a_super_admin_and_a_token_printed_once() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (status, _) = call(
+    let (status, _) = get(
         &client_at("127.0.0.1"),
         &idp,
-        Some(&token),
-        Method::GET,
+        &token,
         "/api/v1/admin-grants",
-        None,
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -1782,15 +1684,7 @@ async fn settings_read_then_written_back_keep_static_values_and_they_are_still_r
     );
 
     // Read, then write back unchanged: nothing changes, static values included.
-    let (status, read) = call(
-        &here,
-        &idp,
-        Some(&root),
-        Method::GET,
-        &format!("/api/v1/sps/{id}"),
-        None,
-    )
-    .await;
+    let (status, read) = get(&here, &idp, &root, &format!("/api/v1/sps/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     let (status, written) = call(
         &here,
@@ -1915,9 +1809,7 @@ async fn sps_are_registered_from_a_url_edited_and_refreshed_through_the_api() {
     let id = wiki["id"].as_i64().unwrap();
 
     // Creating SPs is for org-wide admins: an app admin of this very SP may not.
-    idp.add_user("appy", &[]).await;
-    grant(&idp, "appy", AdminRole::AppAdmin, Some(WIKI)).await;
-    let app = token_for(&idp, "appy", TokenScope::Write).await;
+    let app = admin_token(&idp, "appy", AdminRole::AppAdmin, Some(WIKI)).await;
     const OTHER: &str = "https://other.sp.test/metadata";
     server.serve(
         "/other.xml",
@@ -2076,12 +1968,12 @@ async fn sps_are_registered_from_a_url_edited_and_refreshed_through_the_api() {
     assert_eq!(json["last_error"], GENERIC, "{json}");
     assert_eq!(json["sp"]["refresh"]["last_error"], GENERIC, "{json}");
     let sp_path = format!("/api/v1/sps/{id}");
-    let (_, shown) = call(&here, &idp, Some(&app), Method::GET, &sp_path, None).await;
+    let (_, shown) = get(&here, &idp, &app, &sp_path).await;
     assert_eq!(shown["refresh"]["last_error"], GENERIC, "{shown}");
     assert!(shown["metadata_xml"].as_str().unwrap().contains("acs/3"));
-    let (_, listed) = call(&here, &idp, Some(&app), Method::GET, "/api/v1/sps", None).await;
+    let (_, listed) = get(&here, &idp, &app, "/api/v1/sps").await;
     assert_eq!(listed[0]["refresh"]["last_error"], GENERIC, "{listed}");
-    let (_, shown) = call(&here, &idp, Some(&root), Method::GET, &sp_path, None).await;
+    let (_, shown) = get(&here, &idp, &root, &sp_path).await;
     assert!(
         shown["refresh"]["last_error"]
             .as_str()
@@ -2109,15 +2001,7 @@ async fn sps_are_registered_from_a_url_edited_and_refreshed_through_the_api() {
 
     // Audited with before and after: two creations, one profile change, three refreshes; the refused
     // requests are not there.
-    let (_, audit) = call(
-        &here,
-        &idp,
-        Some(&root),
-        Method::GET,
-        "/api/v1/audit?limit=50",
-        None,
-    )
-    .await;
+    let (_, audit) = get(&here, &idp, &root, "/api/v1/audit?limit=50").await;
     let entries = audit.as_array().unwrap();
     let of = |action: &str| -> Vec<&Value> {
         entries.iter().filter(|e| e["action"] == action).collect()
@@ -2139,7 +2023,7 @@ async fn sps_are_registered_from_a_url_edited_and_refreshed_through_the_api() {
     assert_eq!(refreshes[0]["before"]["refresh"]["last_error"], Value::Null);
 
     // The app admin still edits name and logo, sending the source back as it is.
-    let (_, current) = call(&here, &idp, Some(&root), Method::GET, &sp_path, None).await;
+    let (_, current) = get(&here, &idp, &root, &sp_path).await;
     let (status, json) = call(
         &here,
         &idp,
@@ -2166,9 +2050,7 @@ async fn app_admins_get_the_same_404_for_users_outside_their_sps_as_for_unknown_
     idp.add_user("stranger", &[]).await;
     idp.register(&sp, SpSettings::default(), &["alice"]).await;
     idp.idp.directory.create_group("staff").await.unwrap();
-    idp.add_user("appy", &[]).await;
-    grant(&idp, "appy", AdminRole::AppAdmin, Some(&sp.entity_id)).await;
-    let app = token_for(&idp, "appy", TokenScope::Write).await;
+    let app = admin_token(&idp, "appy", AdminRole::AppAdmin, Some(&sp.entity_id)).await;
     let session = format!("/api/v1/users/{{u}}/sessions/{NO_SESSION}");
     let requests: Vec<(Method, &str, Option<Value>)> = vec![
         (Method::GET, "/api/v1/users/{u}", None),
@@ -2298,15 +2180,7 @@ async fn helpdesk_unlocks_a_locked_out_user_and_address_through_the_api_and_it_i
         sign_in_status(&idp, &alice_browser, "alice", password).await,
         429
     );
-    let (status, user) = call(
-        &api,
-        &idp,
-        Some(&help),
-        Method::GET,
-        "/api/v1/users/alice",
-        None,
-    )
-    .await;
+    let (status, user) = get(&api, &idp, &help, "/api/v1/users/alice").await;
     assert_eq!(status, StatusCode::OK, "{user}");
     assert_eq!(user["locked"], true, "{user}");
 
@@ -2322,15 +2196,7 @@ async fn helpdesk_unlocks_a_locked_out_user_and_address_through_the_api_and_it_i
     assert_eq!(status, StatusCode::OK, "{out}");
     assert_eq!(out["sign_in_locked"], true, "{out}");
     assert_eq!(out["recovery_failures_cleared"], true, "{out}");
-    let (_, user) = call(
-        &api,
-        &idp,
-        Some(&help),
-        Method::GET,
-        "/api/v1/users/alice",
-        None,
-    )
-    .await;
+    let (_, user) = get(&api, &idp, &help, "/api/v1/users/alice").await;
     assert_eq!(user["locked"], false, "{user}");
     assert_eq!(
         sign_in_status(&idp, &alice_browser, "alice", password).await,
@@ -2456,15 +2322,7 @@ async fn helpdesk_unlocks_a_locked_out_user_and_address_through_the_api_and_it_i
     assert_eq!(sign_in_status(&idp, &sprayer, "bob", password).await, 303);
 
     // Each unlock is in the audit trail, with who did it and what was locked; the refused one is not.
-    let (status, audit) = call(
-        &api,
-        &idp,
-        Some(&root),
-        Method::GET,
-        "/api/v1/audit?limit=50",
-        None,
-    )
-    .await;
+    let (status, audit) = get(&api, &idp, &root, "/api/v1/audit?limit=50").await;
     assert_eq!(status, StatusCode::OK);
     let entries = audit.as_array().unwrap();
     let of = |action: &str, target: &str| -> Vec<&Value> {
@@ -2542,7 +2400,7 @@ async fn admins_change_their_own_password_and_mfa_on_the_account_pages_not_throu
             tessera::directory::PasswordCheck::Authenticated(_)
         ));
     }
-    let (_, audit) = call(&here, &idp, Some(&root), Method::GET, "/api/v1/audit", None).await;
+    let (_, audit) = get(&here, &idp, &root, "/api/v1/audit").await;
     assert_eq!(audit.as_array().unwrap().len(), 0, "{audit}");
     // Still refused as before: disabling or deleting oneself.
     for (method, path) in [
@@ -2575,15 +2433,7 @@ async fn admins_change_their_own_password_and_mfa_on_the_account_pages_not_throu
         page.body
     );
     // Reading oneself is fine, and another admin still resets the password of an admin below them.
-    let (status, json) = call(
-        &here,
-        &idp,
-        Some(&root),
-        Method::GET,
-        "/api/v1/users/root",
-        None,
-    )
-    .await;
+    let (status, json) = get(&here, &idp, &root, "/api/v1/users/root").await;
     assert_eq!(status, StatusCode::OK, "{json}");
     let (status, json) = call(
         &here,
@@ -2647,9 +2497,7 @@ async fn org_admins_cannot_change_what_applies_to_super_admins() {
     let (idp, _dir, root) = with_root().await;
     let d = &idp.idp.directory;
     let here = client_at("127.0.0.1");
-    idp.add_user("olga", &[]).await;
-    grant(&idp, "olga", AdminRole::OrgAdmin, None).await;
-    let olga = token_for(&idp, "olga", TokenScope::Write).await;
+    let olga = admin_token(&idp, "olga", AdminRole::OrgAdmin, None).await;
     idp.add_user("bob", &[]).await;
     d.create_group("ops").await.unwrap();
     d.add_user_to_group("root", "ops").await.unwrap();
@@ -2818,9 +2666,7 @@ async fn app_admins_cannot_assign_admins_to_their_sp() {
     let sp = TestSp::new("crm", &metadata, SpOptions::default());
     idp.register(&sp, SpSettings::default(), &[]).await;
     let id = d.get_sp(&sp.entity_id).await.unwrap().unwrap().id;
-    idp.add_user("appy", &[]).await;
-    grant(&idp, "appy", AdminRole::AppAdmin, Some(&sp.entity_id)).await;
-    let app = token_for(&idp, "appy", TokenScope::Write).await;
+    let app = admin_token(&idp, "appy", AdminRole::AppAdmin, Some(&sp.entity_id)).await;
     idp.add_user("hal", &[]).await;
     grant(&idp, "hal", AdminRole::Helpdesk, None).await;
     idp.add_user("plain", &[]).await;

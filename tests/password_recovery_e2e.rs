@@ -24,6 +24,10 @@ const P2: &str = "tangerine kettle orbit 42";
 const P3: &str = "quiet lantern meadow 7";
 /// A fourth one.
 const P4: &str = "velvet compass harbour 19";
+/// A recovery step's fields setting P2 as the new password.
+const NEW_P2: [(&str, &str); 2] = [("new", P2), ("confirm", P2)];
+/// The right answers to the security questions `set_answers` stores.
+const ANSWERS: [(&str, &str); 2] = [("answer_0", "rex"), ("answer_1", "paris")];
 
 async fn user_id(idp: &TestIdp, username: &str) -> i64 {
     idp.idp
@@ -66,12 +70,17 @@ async fn post_form(
     path: &str,
     fields: &[(&str, &str)],
 ) -> Page {
+    post_to(browser, &idp.url(path), page, fields).await
+}
+
+/// Posts `fields` (plus the page's CSRF token) to `url`.
+async fn post_to(browser: &Browser, url: &str, page: &Page, fields: &[(&str, &str)]) -> Page {
     let csrf = page
         .field("csrf_token")
         .unwrap_or_else(|| panic!("no csrf_token on the page:\n{}", page.body));
     let mut form = vec![("csrf_token".to_owned(), csrf)];
     form.extend(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    browser.post(&idp.url(path), &form).await
+    browser.post(url, &form).await
 }
 
 /// The next recovery step.
@@ -291,7 +300,7 @@ async fn an_expired_password_is_changed_before_sign_in_goes_on() {
     .await;
     assert_eq!(same.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(same.text().contains("used recently"), "{}", same.text());
-    let done = step(&browser, &idp, &same, &[("new", P2), ("confirm", P2)]).await;
+    let done = step(&browser, &idp, &same, &NEW_P2).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert!(done.text().contains("href=\"/login\""), "{}", done.body);
     let again = login(&browser, &idp, "bob", P2).await;
@@ -450,7 +459,7 @@ async fn recovery_without_mfa_sets_a_new_password_and_ends_every_session() {
     .await;
     assert_eq!(weak.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(weak.text().contains("most common"));
-    let done = step(&browser, &idp, &weak, &[("new", P2), ("confirm", P2)]).await;
+    let done = step(&browser, &idp, &weak, &NEW_P2).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert!(done
         .text()
@@ -493,13 +502,7 @@ async fn recovery_with_mfa_asks_for_a_code_before_the_new_password() {
         .unwrap();
     let browser = Browser::new();
     let questions = recover(&browser, &idp, "emma").await;
-    let code_page = step(
-        &browser,
-        &idp,
-        &questions,
-        &[("answer_0", "rex"), ("answer_1", "paris")],
-    )
-    .await;
+    let code_page = step(&browser, &idp, &questions, &ANSWERS).await;
     assert_eq!(code_page.status, StatusCode::OK, "{}", code_page.body);
     assert!(
         code_page.body.contains("name=\"code\""),
@@ -510,18 +513,12 @@ async fn recovery_with_mfa_asks_for_a_code_before_the_new_password() {
     let wrong = step(&browser, &idp, &code_page, &[("code", "AAAA-BBBB-CCCC")]).await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     // Skipping the code step is not possible: the server knows the stage.
-    let skip = step(&browser, &idp, &wrong, &[("new", P2), ("confirm", P2)]).await;
+    let skip = step(&browser, &idp, &wrong, &NEW_P2).await;
     assert_eq!(skip.status, StatusCode::UNAUTHORIZED);
     let new_password = step(&browser, &idp, &skip, &[("code", &codes[0].display())]).await;
     assert_eq!(new_password.status, StatusCode::OK, "{}", new_password.body);
     assert!(new_password.body.contains("name=\"new\""));
-    let done = step(
-        &browser,
-        &idp,
-        &new_password,
-        &[("new", P2), ("confirm", P2)],
-    )
-    .await;
+    let done = step(&browser, &idp, &new_password, &NEW_P2).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert_eq!(
         login(&Browser::new(), &idp, "emma", P2).await.status,
@@ -568,13 +565,7 @@ async fn repeated_failures_lock_recovery_per_user_and_per_address() {
             "the decoy questions are stable"
         );
     }
-    let failed = step(
-        &nobody,
-        &idp,
-        &fake,
-        &[("answer_0", "rex"), ("answer_1", "paris")],
-    )
-    .await;
+    let failed = step(&nobody, &idp, &fake, &ANSWERS).await;
     assert_eq!(failed.status, StatusCode::UNAUTHORIZED);
     assert!(failed.text().contains("The answers do not match"));
 
@@ -591,25 +582,13 @@ async fn repeated_failures_lock_recovery_per_user_and_per_address() {
         .await;
         assert_eq!(page.status, StatusCode::UNAUTHORIZED);
     }
-    let locked = step(
-        &browser,
-        &idp,
-        &page,
-        &[("answer_0", "rex"), ("answer_1", "paris")],
-    )
-    .await;
+    let locked = step(&browser, &idp, &page, &ANSWERS).await;
     assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(locked.text().contains("Recovery is locked"));
     // From another address too: the lock is on the user.
     let other = from(3);
     let page = recover(&other, &idp, "frank").await;
-    let still = step(
-        &other,
-        &idp,
-        &page,
-        &[("answer_0", "rex"), ("answer_1", "paris")],
-    )
-    .await;
+    let still = step(&other, &idp, &page, &ANSWERS).await;
     assert_eq!(still.status, StatusCode::TOO_MANY_REQUESTS);
     let events = outcomes(&idp, "frank", "recovery_locked").await;
     assert!(events.contains(&"recovery_locked".to_owned()), "{events:?}");
@@ -619,26 +598,14 @@ async fn repeated_failures_lock_recovery_per_user_and_per_address() {
         .await
         .unwrap();
     let page = recover(&browser, &idp, "frank").await;
-    let by_address = step(
-        &browser,
-        &idp,
-        &page,
-        &[("answer_0", "rex"), ("answer_1", "paris")],
-    )
-    .await;
+    let by_address = step(&browser, &idp, &page, &ANSWERS).await;
     assert_eq!(by_address.status, StatusCode::TOO_MANY_REQUESTS);
     tessera::web::unlock_recovery(&*idp.idp.sessions, "frank")
         .await
         .unwrap();
     let fresh = from(4);
     let page = recover(&fresh, &idp, "frank").await;
-    let ok = step(
-        &fresh,
-        &idp,
-        &page,
-        &[("answer_0", "rex"), ("answer_1", "paris")],
-    )
-    .await;
+    let ok = step(&fresh, &idp, &page, &ANSWERS).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     assert!(ok.body.contains("name=\"new\""));
 
@@ -683,13 +650,7 @@ async fn repeated_failures_lock_recovery_per_user_and_per_address() {
     );
     let browser = from(6);
     let page = recover(&browser, &idp, "gina").await;
-    let locked = step(
-        &browser,
-        &idp,
-        &page,
-        &[("answer_0", "rex"), ("answer_1", "paris")],
-    )
-    .await;
+    let locked = step(&browser, &idp, &page, &ANSWERS).await;
     assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
 }
 
@@ -795,13 +756,7 @@ async fn an_admin_reset_link_is_single_use_and_expires() {
         code_page.body
     );
     let new_password = step(&browser, &idp, &code_page, &[("code", &codes[3].display())]).await;
-    let done = step(
-        &browser,
-        &idp,
-        &new_password,
-        &[("new", P2), ("confirm", P2)],
-    )
-    .await;
+    let done = step(&browser, &idp, &new_password, &NEW_P2).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert_eq!(
         login(&Browser::new(), &idp, "hank", P2).await.status,
@@ -1132,12 +1087,26 @@ mod passkey {
         path: &str,
         fields: &[(&str, &str)],
     ) -> Page {
-        let csrf = page
-            .field("csrf_token")
-            .unwrap_or_else(|| panic!("no csrf_token on the page:\n{}", page.body));
-        let mut form = vec![("csrf_token".to_owned(), csrf)];
-        form.extend(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        browser.post(&format!("{base}{path}"), &form).await
+        post_to(browser, &format!("{base}{path}"), page, fields).await
+    }
+
+    /// Posts the passkey's answer `credential` (as the page's script would) from `page`.
+    async fn send_credential(browser: &Browser, base: &str, page: &Page, credential: &str) -> Page {
+        post_at(
+            browser,
+            base,
+            page,
+            "/recover/webauthn",
+            &[("credential", credential)],
+        )
+        .await
+    }
+
+    /// Signs in at `base` with `password` in a fresh browser, returning the answer.
+    async fn sign_in_at(base: &str, username: &str, password: &str) -> Page {
+        let fresh = Browser::new();
+        let form = fresh.get(&format!("{base}/login")).await;
+        fresh.submit_login_at(base, &form, username, password).await
     }
 
     /// `/recover`, then the username, at `base`: the questions page.
@@ -1223,14 +1192,7 @@ mod passkey {
         )
         .await;
         assert_eq!(early.status, StatusCode::BAD_REQUEST, "{}", early.body);
-        let factor = post_at(
-            &browser,
-            &base,
-            &questions,
-            "/recover/step",
-            &[("answer_0", "rex"), ("answer_1", "paris")],
-        )
-        .await;
+        let factor = post_at(&browser, &base, &questions, "/recover/step", &ANSWERS).await;
         assert_eq!(factor.status, StatusCode::OK, "{}", factor.body);
         assert!(
             factor.body.contains("data-webauthn=\"authenticate\""),
@@ -1251,14 +1213,7 @@ mod passkey {
             format!("{:?}", options.public_key.user_verification),
             "Required"
         );
-        let new_password = post_at(
-            &browser,
-            &base,
-            &factor,
-            "/recover/webauthn",
-            &[("credential", &credential)],
-        )
-        .await;
+        let new_password = send_credential(&browser, &base, &factor, &credential).await;
         assert_eq!(new_password.status, StatusCode::OK, "{}", new_password.body);
         assert!(
             new_password.body.contains("name=\"new\""),
@@ -1266,29 +1221,13 @@ mod passkey {
             new_password.body
         );
         // Replayed, the answer is refused: the flow has moved on (and its ceremony is spent).
-        let replay = post_at(
-            &browser,
-            &base,
-            &factor,
-            "/recover/webauthn",
-            &[("credential", &credential)],
-        )
-        .await;
+        let replay = send_credential(&browser, &base, &factor, &credential).await;
         assert_eq!(replay.status, StatusCode::BAD_REQUEST, "{}", replay.body);
-        let done = post_at(
-            &browser,
-            &base,
-            &new_password,
-            "/recover/step",
-            &[("new", P2), ("confirm", P2)],
-        )
-        .await;
+        let done = post_at(&browser, &base, &new_password, "/recover/step", &NEW_P2).await;
         assert_eq!(done.status, StatusCode::OK, "{}", done.body);
         assert!(done.text().contains("Your password was changed"));
 
-        let fresh = Browser::new();
-        let form = fresh.get(&format!("{base}/login")).await;
-        let signed_in = fresh.submit_login_at(&base, &form, "zoe", P2).await;
+        let signed_in = sign_in_at(&base, "zoe", P2).await;
         assert_eq!(
             signed_in.status,
             StatusCode::SEE_OTHER,
@@ -1343,28 +1282,14 @@ mod passkey {
             factor.body
         );
         let (_, credential) = assertion(&browser, &base, &factor, &mut laptop).await;
-        let new_password = post_at(
-            &browser,
-            &base,
-            &factor,
-            "/recover/webauthn",
-            &[("credential", &credential)],
-        )
-        .await;
+        let new_password = send_credential(&browser, &base, &factor, &credential).await;
         assert_eq!(new_password.status, StatusCode::OK, "{}", new_password.body);
         assert!(
             new_password.body.contains("name=\"new\""),
             "{}",
             new_password.body
         );
-        let done = post_at(
-            &browser,
-            &base,
-            &new_password,
-            "/recover/step",
-            &[("new", P2), ("confirm", P2)],
-        )
-        .await;
+        let done = post_at(&browser, &base, &new_password, "/recover/step", &NEW_P2).await;
         assert_eq!(done.status, StatusCode::OK, "{}", done.body);
         let events = outcomes(&idp, "xena", "password_changed").await;
         assert!(
@@ -1383,14 +1308,7 @@ mod passkey {
 
         let browser = Browser::new();
         let questions = recover_at(&browser, &base, "yann").await;
-        let factor = post_at(
-            &browser,
-            &base,
-            &questions,
-            "/recover/step",
-            &[("answer_0", "rex"), ("answer_1", "paris")],
-        )
-        .await;
+        let factor = post_at(&browser, &base, &questions, "/recover/step", &ANSWERS).await;
         assert_eq!(factor.status, StatusCode::OK, "{}", factor.body);
 
         // A real assertion with its signature altered.
@@ -1399,14 +1317,7 @@ mod passkey {
         let signature = forged["response"]["signature"].as_str().unwrap().to_owned();
         let first = if signature.starts_with('M') { "N" } else { "M" };
         forged["response"]["signature"] = format!("{first}{}", &signature[1..]).into();
-        let refused = post_at(
-            &browser,
-            &base,
-            &factor,
-            "/recover/webauthn",
-            &[("credential", &forged.to_string())],
-        )
-        .await;
+        let refused = send_credential(&browser, &base, &factor, &forged.to_string()).await;
         assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
         assert!(refused.text().contains("was not accepted"));
         // Another authenticator's answer to a fresh ceremony: it holds no credential of the user.
@@ -1416,26 +1327,12 @@ mod passkey {
             .do_authentication(Url::parse(&base).unwrap(), options)
             .is_err());
         // No readable answer at all.
-        let garbage = post_at(
-            &browser,
-            &base,
-            &refused,
-            "/recover/webauthn",
-            &[("credential", "{\"id\": \"forged\"}")],
-        )
-        .await;
+        let garbage = send_credential(&browser, &base, &refused, "{\"id\": \"forged\"}").await;
         assert_eq!(garbage.status, StatusCode::BAD_REQUEST, "{}", garbage.body);
 
         // Over the limit: even the real passkey is refused, unchecked, and the flow ends.
         let (_, credential) = assertion(&browser, &base, &garbage, &mut laptop).await;
-        let locked = post_at(
-            &browser,
-            &base,
-            &garbage,
-            "/recover/webauthn",
-            &[("credential", &credential)],
-        )
-        .await;
+        let locked = send_credential(&browser, &base, &garbage, &credential).await;
         assert_eq!(
             locked.status,
             StatusCode::TOO_MANY_REQUESTS,
@@ -1443,26 +1340,12 @@ mod passkey {
             locked.body
         );
         assert!(locked.text().contains("Recovery is locked"));
-        let after = post_at(
-            &browser,
-            &base,
-            &garbage,
-            "/recover/step",
-            &[("new", P2), ("confirm", P2)],
-        )
-        .await;
+        let after = post_at(&browser, &base, &garbage, "/recover/step", &NEW_P2).await;
         assert_eq!(after.status, StatusCode::GONE, "{}", after.body);
         // A new flow from another address is locked too: the lock is on the user.
         let other = Browser::from_address(IpAddr::from([127, 0, 0, 7]));
         let questions = recover_at(&other, &base, "yann").await;
-        let still = post_at(
-            &other,
-            &base,
-            &questions,
-            "/recover/step",
-            &[("answer_0", "rex"), ("answer_1", "paris")],
-        )
-        .await;
+        let still = post_at(&other, &base, &questions, "/recover/step", &ANSWERS).await;
         assert_eq!(
             still.status,
             StatusCode::TOO_MANY_REQUESTS,
@@ -1479,9 +1362,7 @@ mod passkey {
         assert!(events.contains(&"recovery_locked".to_owned()), "{events:?}");
         assert!(!events.contains(&"recovery_factor_accepted".to_owned()));
         // The password is unchanged.
-        let fresh = Browser::new();
-        let form = fresh.get(&format!("{base}/login")).await;
-        let signed_in = fresh.submit_login_at(&base, &form, "yann", PASSWORD).await;
+        let signed_in = sign_in_at(&base, "yann", PASSWORD).await;
         assert_eq!(
             signed_in.status,
             StatusCode::SEE_OTHER,

@@ -576,7 +576,7 @@ impl Directory {
     /// are kept (see [`Directory::sessions_not_before`]). [`Error::NotFound`] for an unknown user.
     pub async fn revoke_sessions(&self, username: &str) -> Result<(), Error> {
         let result = sqlx::query("UPDATE users SET sessions_not_before = $1 WHERE username = $2")
-            .bind(now())
+            .bind(chrono::Utc::now().timestamp_millis())
             .bind(username)
             .execute(&self.pool)
             .await
@@ -584,7 +584,7 @@ impl Directory {
         touched_or(&result, || user_not_found(username))
     }
 
-    /// Sessions of the user created before this time (unix seconds) are over; 0 when none were
+    /// Sessions of the user created before this time (unix milliseconds) are over; 0 when none were
     /// revoked (or the user is unknown).
     pub async fn sessions_not_before(&self, user_id: i64) -> Result<i64, Error> {
         let row = sqlx::query("SELECT sessions_not_before FROM users WHERE id = $1")

@@ -216,6 +216,11 @@ pub struct Session {
     pub user_agent: String,
     /// When the session was created (unix seconds).
     pub created_at: i64,
+    /// When the session was created, in unix milliseconds, to compare with an administrator's reset
+    /// (`users.sessions_not_before`). Records written before this field existed read as 0, and
+    /// [`Session::created_at_ms`] falls back to `created_at` for them.
+    #[serde(default)]
+    pub created_ms: i64,
     /// When the session was last used (unix seconds). The store sets it on create and on every
     /// touching call; a value passed in is ignored.
     pub last_seen: i64,
@@ -246,9 +251,19 @@ impl Session {
             client_ip,
             user_agent: user_agent.into(),
             created_at: now,
+            created_ms: now.saturating_mul(1000),
             last_seen: now,
             sp_sessions: Vec::new(),
             mfa_instant: None,
+        }
+    }
+
+    /// When the session was created, in unix milliseconds.
+    pub fn created_at_ms(&self) -> i64 {
+        if self.created_ms > 0 {
+            self.created_ms
+        } else {
+            self.created_at.saturating_mul(1000)
         }
     }
 }
@@ -375,6 +390,24 @@ fn unix_now() -> i64 {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn creation_time_in_ms_falls_back_to_seconds_for_older_records() {
+        let mut session = Session::new(
+            7,
+            "alice",
+            vec![],
+            [127, 0, 0, 1].into(),
+            "ua",
+            1_700_000_000,
+        );
+        session.created_ms = 1_700_000_000_250;
+        assert_eq!(session.created_at_ms(), 1_700_000_000_250);
+        let mut json = serde_json::to_value(&session).unwrap();
+        json.as_object_mut().unwrap().remove("created_ms");
+        let old: Session = serde_json::from_value(json).unwrap();
+        assert_eq!(old.created_at_ms(), 1_700_000_000_000);
+    }
 
     #[test]
     fn session_id_round_trips_through_cookie() {
