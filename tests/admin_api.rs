@@ -2658,6 +2658,104 @@ async fn org_admins_cannot_change_what_applies_to_super_admins() {
 }
 
 #[tokio::test]
+async fn org_admins_cannot_change_sp_access_that_applies_to_super_admins() {
+    let (idp, _dir, root) = with_root().await;
+    let d = &idp.idp.directory;
+    let here = client_at("127.0.0.1");
+    let olga = admin_token(&idp, "olga", AdminRole::OrgAdmin, None).await;
+    idp.add_user("bob", &[]).await;
+    let metadata = fetch_idp_metadata(&idp).await;
+    let wiki = TestSp::new("wiki", &metadata, SpOptions::default());
+    idp.register(&wiki, SpSettings::default(), &["root", "bob"])
+        .await;
+    let crm = TestSp::new("crm", &metadata, SpOptions::default());
+    idp.register(&crm, SpSettings::default(), &["bob"]).await;
+    let wiki_id = d.get_sp(&wiki.entity_id).await.unwrap().unwrap().id;
+    let crm_id = d.get_sp(&crm.entity_id).await.unwrap().unwrap().id;
+    let allowlist = json!({"ip_ranges": ["10.0.0.0/8"]});
+    // An allowlist on an SP the super admin is assigned to: refused, nothing stored.
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::PUT,
+        &format!("/api/v1/sps/{wiki_id}/access"),
+        Some(&allowlist),
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("affects_super_admin")),
+        "{json}"
+    );
+    assert!(json["message"].as_str().unwrap().contains("root"), "{json}");
+    assert_eq!(d.get_sp_access(&wiki.entity_id).await.unwrap(), None);
+    // ... an MFA minimum too.
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::PUT,
+        &format!("/api/v1/sps/{wiki_id}/access"),
+        Some(&json!({"require_mfa": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+    assert_eq!(d.get_sp_access(&wiki.entity_id).await.unwrap(), None);
+    // On an SP no super admin can reach: allowed.
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::PUT,
+        &format!("/api/v1/sps/{crm_id}/access"),
+        Some(&allowlist),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["ip_ranges"], json!(["10.0.0.0/8"]), "{json}");
+    assert!(d.get_sp_access(&crm.entity_id).await.unwrap().is_some());
+    // The super admin may set it on the SP they use.
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&root),
+        Method::PUT,
+        &format!("/api/v1/sps/{wiki_id}/access"),
+        Some(&allowlist),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert!(d.get_sp_access(&wiki.entity_id).await.unwrap().is_some());
+    // Then the org admin may neither remove nor change it ...
+    for body in [json!({}), json!({"ip_ranges": ["0.0.0.0/0"]})] {
+        let (status, json) = call(
+            &here,
+            &idp,
+            Some(&olga),
+            Method::PUT,
+            &format!("/api/v1/sps/{wiki_id}/access"),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+    }
+    let stored = d.get_sp_access(&wiki.entity_id).await.unwrap().unwrap();
+    assert_eq!(stored.ip_ranges.unwrap().len(), 1);
+    // ... but repeating it unchanged is no change.
+    let (status, json) = call(
+        &here,
+        &idp,
+        Some(&olga),
+        Method::PUT,
+        &format!("/api/v1/sps/{wiki_id}/access"),
+        Some(&allowlist),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+}
+
+#[tokio::test]
 async fn app_admins_cannot_assign_admins_to_their_sp() {
     let (idp, _dir, _root) = with_root().await;
     let d = &idp.idp.directory;

@@ -1371,3 +1371,142 @@ mod passkey {
         );
     }
 }
+
+/// The fields of a recovery questions page, each with the catalogue id of the question it answers,
+/// in the order of the form.
+fn asked(page: &Page) -> Vec<(String, &'static str)> {
+    let mut found: Vec<(usize, &'static str)> = SECURITY_QUESTIONS
+        .iter()
+        .filter_map(|(id, text)| page.body.find(text).map(|at| (at, *id)))
+        .collect();
+    found.sort();
+    found
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, id))| (format!("answer_{i}"), id))
+        .collect()
+}
+
+/// Fills every field of `page` from `answers` (by question id), with "nonsense" for the others.
+fn fill(page: &Page, answers: &[(&str, &str)]) -> Vec<(String, String)> {
+    asked(page)
+        .into_iter()
+        .map(|(field, id)| {
+            let a = answers
+                .iter()
+                .find(|(q, _)| *q == id)
+                .map_or("nonsense", |(_, a)| *a);
+            (field, a.to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_username_is_asked_the_same_number_of_questions() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = TestIdp::start(dir.path(), &Store::Memory).await;
+    let d = &idp.idp.directory;
+    d.create_group("vault").await.unwrap();
+    let three = SecurityPolicy {
+        security_questions_required: 3,
+        ..SecurityPolicy::new("three-questions")
+    };
+    d.add_policy(&three).await.unwrap();
+    d.assign_policy(&PolicyAssignment {
+        policy: "three-questions".into(),
+        target: AssignmentTarget::Group("vault".into()),
+        priority: 0,
+    })
+    .await
+    .unwrap();
+    idp.add_user("hana", &[]).await;
+    d.add_user_to_group("hana", "vault").await.unwrap();
+    let hana_answers = [
+        ("first_pet", "Rex"),
+        ("first_school", "Hillside"),
+        ("first_employer", "Acme"),
+    ];
+    let stored: Vec<(String, String)> = hana_answers
+        .iter()
+        .map(|(q, a)| ((*q).to_owned(), (*a).to_owned()))
+        .collect();
+    d.set_security_answers("hana", &stored).await.unwrap();
+    // ivy is under the default policy, with two answers.
+    idp.add_user("ivy", &[]).await;
+    set_answers(&idp, "ivy").await;
+
+    let real = recover(&Browser::new(), &idp, "hana").await;
+    let unknown = recover(&Browser::new(), &idp, "nobody-here").await;
+    let fewer = recover(&Browser::new(), &idp, "ivy").await;
+    for page in [&real, &unknown, &fewer] {
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert_eq!(asked(page).len(), 3, "{}", page.body);
+        assert!(page.body.contains("name=\"answer_2\""));
+        assert!(!page.body.contains("name=\"answer_3\""));
+    }
+    // The same questions each time for the same name (decoys included).
+    let again = recover(&Browser::new(), &idp, "ivy").await;
+    assert_eq!(asked(&again), asked(&fewer));
+    let hana_ids: Vec<&str> = asked(&real).into_iter().map(|(_, id)| id).collect();
+    for (q, _) in hana_answers {
+        assert!(hana_ids.contains(&q), "{hana_ids:?}");
+    }
+
+    // Wrong real answers fail, whatever the decoys get.
+    let browser = Browser::new();
+    let page = recover(&browser, &idp, "hana").await;
+    let wrong = fill(
+        &page,
+        &[
+            ("first_pet", "Rex"),
+            ("first_school", "Hillside"),
+            ("first_employer", "Initech"),
+        ],
+    );
+    let wrong: Vec<(&str, &str)> = wrong
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let failed = step(&browser, &idp, &page, &wrong).await;
+    assert_eq!(failed.status, StatusCode::UNAUTHORIZED, "{}", failed.body);
+    // All of hana's answers right: recovered.
+    let right = fill(&failed, &hana_answers);
+    let right: Vec<(&str, &str)> = right
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let next = step(&browser, &idp, &failed, &right).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.body);
+    assert!(next.body.contains("name=\"new\""), "{}", next.body);
+
+    // ivy answers her two real questions; the decoy may be left blank.
+    let browser = Browser::new();
+    let page = recover(&browser, &idp, "ivy").await;
+    let ivy_real = [("first_pet", "rex"), ("birth_city", "paris")];
+    let mut fields = fill(&page, &ivy_real);
+    let decoy: Vec<usize> = asked(&page)
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, id))| !ivy_real.iter().any(|(q, _)| q == id))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(decoy.len(), 1, "{:?}", asked(&page));
+    fields[decoy[0]].1 = String::new();
+    let fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let next = step(&browser, &idp, &page, &fields).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.body);
+    let done = step(&browser, &idp, &next, &NEW_P2).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(
+        login(&Browser::new(), &idp, "ivy", P2).await.status,
+        StatusCode::SEE_OTHER
+    );
+    // An unknown name still fails, however it is answered.
+    let browser = Browser::new();
+    let page = recover(&browser, &idp, "nobody-here").await;
+    let failed = step(&browser, &idp, &page, &ANSWERS).await;
+    assert_eq!(failed.status, StatusCode::UNAUTHORIZED);
+}

@@ -14,7 +14,8 @@ use super::auth::{authorize, Action, Actor};
 use super::users::{user_named, user_out, UserOut};
 use super::{audit, no_content, ApiError, ApiJson, ApiPath, ErrorBody, NOTHING};
 use crate::directory::{
-    AttributeRelease, MetadataSource, NewServiceProvider, ServiceProvider, SpProfile, SpSettings,
+    AdminRole, AttributeRelease, MetadataSource, NewServiceProvider, ServiceProvider, SpProfile,
+    SpSettings,
 };
 use crate::policy::{IpRange, Requirement, SpRequirement};
 use crate::saml::metadata::parse_sp_metadata;
@@ -827,7 +828,19 @@ async fn set_access(
     });
     let req = SpRequirement { ip_ranges, min };
     req.validate(&sp.entity_id)?;
-    let before = access_io(idp.directory.get_sp_access(&sp.entity_id).await?);
+    let current = idp.directory.get_sp_access(&sp.entity_id).await?;
+    // An admin who is not a super admin may not change what applies to a super admin who may use
+    // this SP (the same protection as the other access-policy endpoints).
+    if !actor.has(AdminRole::SuperAdmin) && current.clone().unwrap_or_default() != req {
+        let affected = idp
+            .directory
+            .super_admins_reaching_sp(&sp.entity_id)
+            .await?;
+        if !affected.is_empty() {
+            return Err(super::policy::affects_super_admin(&affected));
+        }
+    }
+    let before = access_io(current);
     idp.directory.set_sp_access(&sp.entity_id, &req).await?;
     let after = access_io(idp.directory.get_sp_access(&sp.entity_id).await?);
     audit(

@@ -102,6 +102,22 @@ impl Directory {
         Ok(out)
     }
 
+    /// The super admins who may use the SP `entity_id` (directly assigned or granted by an enabled
+    /// assignment rule): those whose decision for that SP a change to its access requirements changes.
+    pub async fn super_admins_reaching_sp(&self, entity_id: &str) -> Result<Vec<String>, Error> {
+        let rules = self.load_rule_set().await?;
+        let mut hit = Vec::new();
+        for subject in self.super_admin_subjects().await? {
+            let Some(user) = self.get_user_by_username(&subject.username).await? else {
+                continue;
+            };
+            if self.app_grant(&user, entity_id, &rules).await?.is_some() {
+                hit.push(subject.username);
+            }
+        }
+        Ok(hit)
+    }
+
     /// The super admins for whom `proposed` (the whole declarations after a change) changes the IP
     /// rules that apply or the effective security policy (its name or any of its settings): whatever
     /// could change a decision about them. Errors: a change that does not compile ([`Error::Policy`]).

@@ -54,7 +54,7 @@ const FLOW_NAMESPACE: &str = "recovery";
 /// How long a flow waits between steps.
 const FLOW_TTL: Duration = Duration::from_secs(15 * 60);
 
-/// Questions shown for an unknown username when its (default) policy asks for none.
+/// The fewest questions a recovery shows, when no policy asks for more.
 const DECOY_QUESTIONS: usize = 2;
 
 /// Most answer fields a form carries (the policy maximum).
@@ -99,6 +99,10 @@ struct Flow {
     user_id: Option<i64>,
     /// The catalogue ids of the questions asked, in the order of the form's fields.
     questions: Vec<String>,
+    /// Those of `questions` that are decoys shown to a real user (so that every username gets the
+    /// same number of questions): their answers are ignored.
+    #[serde(default)]
+    decoys: Vec<String>,
     /// The pending SSO request handle to go back to after a sign-in step, or empty.
     request: String,
     /// The address that began the flow; another address cannot continue it.
@@ -393,10 +397,35 @@ async fn has_mfa(idp: &Idp, user_id: i64) -> Result<bool, WebError> {
     Ok(factors.has_second_factor() || factors.recovery_codes_left > 0)
 }
 
-/// Catalogue questions for a username that names nobody: `count` of them, chosen by a keyed hash of the
-/// name so the same name always gets the same ones, on every node, and nobody without the key can tell
-/// them from a real user's choice.
-fn decoy_questions(idp: &Idp, username: &str, count: usize) -> Result<Vec<String>, WebError> {
+/// How many questions every recovery shows, whether the username names someone or not: the most any
+/// policy asks for (the built-in one included), at least [`DECOY_QUESTIONS`], at most [`MAX_FIELDS`].
+async fn questions_shown(idp: &Idp) -> Result<usize, WebError> {
+    let set = idp.policy_set().await?;
+    let most = set
+        .data()
+        .policies
+        .iter()
+        .map(|p| p.security_questions_required)
+        .chain(std::iter::once(
+            SecurityPolicy::builtin_default().security_questions_required,
+        ))
+        .max()
+        .unwrap_or(0);
+    Ok(usize::try_from(most)
+        .unwrap_or(MAX_FIELDS)
+        .clamp(DECOY_QUESTIONS, MAX_FIELDS))
+}
+
+/// Catalogue questions not in `exclude`: `count` of them, chosen by a keyed hash of the name so the
+/// same name always gets the same ones, on every node, and nobody without the key can tell them from a
+/// real user's choice. For a username that names nobody (`exclude` empty) they are all it is asked;
+/// for a real user they pad their own questions up to the number every recovery shows.
+fn decoy_questions(
+    idp: &Idp,
+    username: &str,
+    count: usize,
+    exclude: &[String],
+) -> Result<Vec<String>, WebError> {
     let key = crate::idp::mfa_key(&idp.config)
         .map_err(|e| WebError::Sso(SsoError::Build(e.to_string())))?;
     let mac = key
@@ -405,9 +434,13 @@ fn decoy_questions(idp: &Idp, username: &str, count: usize) -> Result<Vec<String
     let mut seed: u64 = mac.bytes().take(16).fold(0u64, |acc, b| {
         acc.wrapping_mul(31).wrapping_add(u64::from(b))
     });
-    let mut pool: Vec<&str> = SECURITY_QUESTIONS.iter().map(|(id, _)| *id).collect();
+    let mut pool: Vec<&str> = SECURITY_QUESTIONS
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !exclude.iter().any(|e| e == id))
+        .collect();
     let mut chosen = Vec::new();
-    while chosen.len() < count.min(SECURITY_QUESTIONS.len()) {
+    while chosen.len() < count && !pool.is_empty() {
         let len = pool.len() as u64;
         let at = usize::try_from(seed % len).unwrap_or(0);
         seed /= len.max(1);
@@ -634,15 +667,27 @@ pub async fn start_submit(
         }
         _ => None,
     };
-    let (user_id, questions) = match real {
-        Some((id, questions)) => (Some(id), questions),
-        None => {
-            let wanted = policy_of(&idp, &username)
-                .await?
-                .security_questions_required as usize;
-            let count = if wanted == 0 { DECOY_QUESTIONS } else { wanted };
-            (None, decoy_questions(&idp, &username, count)?)
+    // Every username is shown the same number of questions, so the count does not tell whether the
+    // account exists: a real user's own questions padded with decoys (whose answers are ignored), all
+    // in catalogue order so the decoys do not stand out.
+    let shown = questions_shown(&idp).await?;
+    let (user_id, questions, decoys) = match real {
+        Some((id, mut questions)) => {
+            let decoys = decoy_questions(
+                &idp,
+                &username,
+                shown.saturating_sub(questions.len()),
+                &questions,
+            )?;
+            questions.extend(decoys.iter().cloned());
+            questions.sort_by_key(|id| SECURITY_QUESTIONS.iter().position(|(q, _)| q == id));
+            (Some(id), questions, decoys)
         }
+        None => (
+            None,
+            decoy_questions(&idp, &username, shown, &[])?,
+            Vec::new(),
+        ),
     };
     let reason = match (&user, user_id) {
         (_, Some(_)) => "security questions asked",
@@ -665,6 +710,7 @@ pub async fn start_submit(
         username,
         user_id,
         questions,
+        decoys,
         request: String::new(),
         ip,
     };
@@ -775,6 +821,7 @@ pub async fn link_submit(
         username: user.username.clone(),
         user_id: Some(user.id),
         questions: Vec::new(),
+        decoys: Vec::new(),
         request: String::new(),
         ip,
     };
@@ -841,6 +888,7 @@ pub(super) async fn after_password(
         username: user.username.clone(),
         user_id: Some(user.id),
         questions: Vec::new(),
+        decoys: Vec::new(),
         request: request.to_owned(),
         ip,
     };
@@ -919,18 +967,30 @@ async fn answers_step(
             .map_err(store_error)?;
         return locked_page(idp, headers);
     }
+    // The answers to decoys are dropped: only the user's own questions are checked (all of them).
     let given: Vec<(String, String)> = flow
         .questions
         .iter()
         .zip(form.answers())
+        .filter(|(q, _)| !flow.decoys.contains(q))
         .map(|(q, a)| (q.clone(), a.to_owned()))
         .collect();
     let right = match flow.user_id {
-        Some(id) => idp
-            .directory
-            .verify_security_answers(id, &given)
-            .await
-            .map_err(dir_error)?,
+        Some(id) => {
+            let right = idp
+                .directory
+                .verify_security_answers(id, &given)
+                .await
+                .map_err(dir_error)?;
+            // Each decoy costs what a checked answer does, as every question of an unknown user does.
+            if !flow.decoys.is_empty() {
+                idp.directory
+                    .verify_answers_dummy(flow.decoys.len())
+                    .await
+                    .map_err(dir_error)?;
+            }
+            right
+        }
         None => {
             idp.directory
                 .verify_answers_dummy(flow.questions.len())
