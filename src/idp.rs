@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, SessionBackend};
-use crate::events::{self, Enricher, Kind, LoginEvent, Recorder, RecorderSettings};
 use crate::directory::{self, Directory, NewUser, ServiceProvider, User, UserStatus};
+use crate::events::{self, Enricher, Kind, LoginEvent, Recorder, RecorderSettings};
 use crate::keyring::{self, KeyRing};
 use crate::mfa::{self, Mfa, MfaKey, WebauthnSettings};
 use crate::policy::{
@@ -687,7 +687,11 @@ impl Idp {
                 }
             };
             tracing::warn!(user = %username, %ip, sp = ?sp, %reason, "access refused");
-            let kind = if sp.is_some() { Kind::Sso } else { Kind::SignIn };
+            let kind = if sp.is_some() {
+                Kind::Sso
+            } else {
+                Kind::SignIn
+            };
             let mut event = LoginEvent::new(kind, outcome, username, ip)
                 .sp(sp)
                 .reason(reason.to_string())
@@ -807,7 +811,9 @@ impl Idp {
             Some(u) if u.status == UserStatus::Active => u,
             _ => {
                 self.events
-                    .record(sso_event(events::Outcome::Deactivated).reason("the account is disabled"))
+                    .record(
+                        sso_event(events::Outcome::Deactivated).reason("the account is disabled"),
+                    )
                     .await;
                 self.sessions.delete_user_sessions(session.user_id).await?;
                 return Err(SsoError::UserInactive(session.username.clone()));
@@ -883,11 +889,7 @@ impl Idp {
             }
         }
         // Directly assigned, or granted by an enabled assignment rule as the user is now.
-        if self
-            .app_grant(&user, &sp.record.entity_id)
-            .await?
-            .is_none()
-        {
+        if self.app_grant(&user, &sp.record.entity_id).await?.is_none() {
             self.events
                 .record(
                     sso_event(events::Outcome::AppNotAssigned)
@@ -1041,7 +1043,10 @@ impl Idp {
             .await?;
         tracing::info!(user = %user.username, sp = %sp.record.entity_id, class_ref, "assertion issued");
         self.events
-            .record(sso_event(events::Outcome::Success).reason(format!("assertion issued ({class_ref})")))
+            .record(
+                sso_event(events::Outcome::Success)
+                    .reason(format!("assertion issued ({class_ref})")),
+            )
             .await;
         Ok(SsoStep::Outcome(SsoOutcome::Post {
             acs_url: pending.acs_url.clone(),

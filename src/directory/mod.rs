@@ -27,12 +27,12 @@ use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::error::ErrorKind;
 use sqlx::{AnyPool, Executor};
 
-pub use assignment_rules::{AppAccess, Grant};
-pub use credentials::{normalize_answer, question_text, SECURITY_QUESTIONS};
-pub use login_events::LoginEvent;
 pub use admin::{
     token_hash, AdminGrant, AdminRole, ApiToken, AuditEntry, TokenScope, TOKEN_PREFIX,
 };
+pub use assignment_rules::{AppAccess, Grant};
+pub use credentials::{normalize_answer, question_text, SECURITY_QUESTIONS};
+pub use login_events::LoginEvent;
 pub use mfa_store::{
     FactorReset, Factors, MfaAction, MfaActor, MfaEvent, TotpFactor, WebauthnCredential,
 };

@@ -65,7 +65,10 @@ pub fn router(idp: AppState) -> Router {
             get(recovery::start_form).post(recovery::start_submit),
         )
         .route("/recover/step", post(recovery::step_submit))
-        .route("/recover/webauthn/options", post(recovery::webauthn_options))
+        .route(
+            "/recover/webauthn/options",
+            post(recovery::webauthn_options),
+        )
         .route("/recover/webauthn", post(recovery::webauthn_submit))
         .route(
             "/recover/link",

@@ -84,8 +84,13 @@ pub async fn sso_redirect(
     headers: HeaderMap,
     query: RawQuery,
 ) -> Result<Response, WebError> {
-    let result =
-        sso_redirect_checked(State(idp.clone()), ConnectInfo(peer), headers.clone(), query).await;
+    let result = sso_redirect_checked(
+        State(idp.clone()),
+        ConnectInfo(peer),
+        headers.clone(),
+        query,
+    )
+    .await;
     record_invalid(&idp, peer, &headers, result).await
 }
 
