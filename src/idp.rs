@@ -821,7 +821,7 @@ impl Idp {
         };
         // A session older than an administrator's password or MFA reset is over, whichever store keeps
         // it (the CLI cannot reach a node's memory store).
-        if session.created_at_ms() < self.directory.sessions_not_before(user.id).await? {
+        if session.created_at_ms() < user.sessions_not_before {
             self.sessions.delete(id).await?;
             if pending.is_passive {
                 return no_passive();

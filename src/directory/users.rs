@@ -30,7 +30,8 @@ pub const BUILTIN_ATTRIBUTES: &[&str] = &[
 
 /// Columns selected for a [`User`], in the order [`user_from_row`] reads them.
 const USER_COLUMNS: &str =
-    "id, username, status, email, display_name, department, attributes, created_at, updated_at";
+    "id, username, status, email, display_name, department, attributes, created_at, updated_at, \
+     sessions_not_before";
 
 /// Whether a user may sign in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,6 +91,9 @@ pub struct User {
     pub created_at: i64,
     /// Last change of profile, status or password, unix seconds.
     pub updated_at: i64,
+    /// Sessions created before this time (unix milliseconds) are over: set by an administrator's reset
+    /// of the password or second factors ([`Directory::revoke_sessions`]); 0 when never set.
+    pub sessions_not_before: i64,
 }
 
 impl User {
@@ -257,6 +261,7 @@ fn user_from_row(row: &AnyRow) -> Result<User, Error> {
             .map_err(|e| Error::CorruptRow(format!("user attributes: {e}")))?,
         created_at: row.try_get("created_at").map_err(db_error)?,
         updated_at: row.try_get("updated_at").map_err(db_error)?,
+        sessions_not_before: row.try_get("sessions_not_before").map_err(db_error)?,
     })
 }
 
@@ -354,6 +359,7 @@ impl Directory {
                         attributes: new.attributes,
                         created_at: at,
                         updated_at: at,
+                        sessions_not_before: 0,
                     })
                 }
                 Err(e) if is_unique_violation(&e) => {
@@ -573,7 +579,7 @@ impl Directory {
     }
 
     /// Ends every session of the user that began before now, at its next request, wherever sessions
-    /// are kept (see [`Directory::sessions_not_before`]). [`Error::NotFound`] for an unknown user.
+    /// are kept (see [`User::sessions_not_before`]). [`Error::NotFound`] for an unknown user.
     pub async fn revoke_sessions(&self, username: &str) -> Result<(), Error> {
         let result = sqlx::query("UPDATE users SET sessions_not_before = $1 WHERE username = $2")
             .bind(chrono::Utc::now().timestamp_millis())
@@ -582,19 +588,6 @@ impl Directory {
             .await
             .map_err(db_error)?;
         touched_or(&result, || user_not_found(username))
-    }
-
-    /// Sessions of the user created before this time (unix milliseconds) are over; 0 when none were
-    /// revoked (or the user is unknown).
-    pub async fn sessions_not_before(&self, user_id: i64) -> Result<i64, Error> {
-        let row = sqlx::query("SELECT sessions_not_before FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?;
-        row.map_or(Ok(0), |r| {
-            r.try_get("sessions_not_before").map_err(db_error)
-        })
     }
 
     /// Whether the stored hash of the user's password was made with other costs than the configured

@@ -595,6 +595,30 @@ fn locked_page(idp: &Idp, headers: &HeaderMap) -> Result<Response, WebError> {
     )
 }
 
+/// Past the failure limit: records it, ends the flow and shows the locked page.
+async fn lock(
+    idp: &Idp,
+    headers: &HeaderMap,
+    handle: &str,
+    flow: &Flow,
+    ip: IpAddr,
+) -> Result<Response, WebError> {
+    record(
+        idp,
+        &flow.username,
+        flow.user_id,
+        ip,
+        "recovery_locked",
+        "too many failed attempts",
+    )
+    .await?;
+    idp.sessions
+        .delete_temp(FLOW_NAMESPACE, handle)
+        .await
+        .map_err(store_error)?;
+    locked_page(idp, headers)
+}
+
 /// Counts one answer or code attempt for the flow's user and address (atomically, before the check,
 /// so parallel attempts cannot slip past); true when either is over the limit.
 async fn over_limit(idp: &Idp, flow: &Flow, ip: IpAddr) -> Result<bool, WebError> {
@@ -952,20 +976,7 @@ async fn answers_step(
     ip: IpAddr,
 ) -> Result<Response, WebError> {
     if over_limit(idp, &flow, ip).await? {
-        record(
-            idp,
-            &flow.username,
-            flow.user_id,
-            ip,
-            "recovery_locked",
-            "too many failed attempts",
-        )
-        .await?;
-        idp.sessions
-            .delete_temp(FLOW_NAMESPACE, handle)
-            .await
-            .map_err(store_error)?;
-        return locked_page(idp, headers);
+        return lock(idp, headers, handle, &flow, ip).await;
     }
     // The answers to decoys are dropped: only the user's own questions are checked (all of them).
     let given: Vec<(String, String)> = flow
@@ -1053,20 +1064,7 @@ async fn code_step(
     ip: IpAddr,
 ) -> Result<Response, WebError> {
     if over_limit(idp, &flow, ip).await? {
-        record(
-            idp,
-            &flow.username,
-            flow.user_id,
-            ip,
-            "recovery_locked",
-            "too many failed attempts",
-        )
-        .await?;
-        idp.sessions
-            .delete_temp(FLOW_NAMESPACE, handle)
-            .await
-            .map_err(store_error)?;
-        return locked_page(idp, headers);
+        return lock(idp, headers, handle, &flow, ip).await;
     }
     let Some(user_id) = flow.user_id else {
         return Err(WebError::MfaExpired);
@@ -1201,20 +1199,7 @@ pub async fn webauthn_submit(
         return Err(not_this_step(&flow));
     }
     if over_limit(&idp, &flow, ip).await? {
-        record(
-            &idp,
-            &flow.username,
-            flow.user_id,
-            ip,
-            "recovery_locked",
-            "too many failed attempts",
-        )
-        .await?;
-        idp.sessions
-            .delete_temp(FLOW_NAMESPACE, &handle)
-            .await
-            .map_err(store_error)?;
-        return locked_page(&idp, &headers);
+        return lock(&idp, &headers, &handle, &flow, ip).await;
     }
     let Some(user_id) = flow.user_id else {
         return Err(WebError::MfaExpired);
